@@ -1,0 +1,1 @@
+"""khmer-correct runtime: torch-free text pipeline, engines, batcher and gRPC serving."""
