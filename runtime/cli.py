@@ -14,7 +14,11 @@ from runtime.errors import UserError
 
 # verb -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra it needs)
 VERBS: dict[str, tuple[str, str, str]] = {
-    "data": ("training.data.cli", "build train/val/test pairs and the data card from a corpus", "train"),
+    "data": (
+        "training.data.cli",
+        "build train/val/test pairs and the data card from a corpus",
+        "train",
+    ),
 }
 
 
