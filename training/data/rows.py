@@ -3,7 +3,8 @@
 A row is a plain dict so that it round-trips through JSONL unchanged:
 ``{"input": str, "target": str, "channel": str, ...metadata}``.
 Metadata keys used by the channels: ``generator``, ``font``, ``extractor``
-(pdf), ``engine``/``lang`` (ocr), ``encoding`` (legacy), ``noise`` (synthetic).
+(pdf), ``engine``/``lang``/``font`` (ocr), ``encoding`` (legacy), ``noise_source`` and
+``strength`` (synthetic).
 """
 
 from __future__ import annotations
@@ -52,16 +53,18 @@ def read_rows(path: Path) -> Iterator[dict]:
     """Read pairs from JSONL, or from the earlier system's JSON list of {input, target}."""
     path = Path(path)
     with path.open(encoding="utf-8") as f:
-        head = f.read(1)
-        while head.isspace():
-            head = f.read(1)
+        first = f.read(64).lstrip()[:1]
         f.seek(0)
-        if head == "[":
-            records = json.load(f)
-        else:
-            records = (json.loads(line) for line in f if line.strip())
+        is_list = first == "["  # the earlier system's JSON list, else JSONL
+        records = json.load(f) if is_list else (json.loads(ln) for ln in f if ln.strip())
         for i, record in enumerate(records, 1):
-            if not isinstance(record, dict) or not isinstance(record.get("input"), str) or not isinstance(record.get("target"), str):
-                raise ValueError(f"{path}: record {i} is not an object with string 'input' and 'target'")
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("input"), str)
+                or not isinstance(record.get("target"), str)
+            ):
+                raise ValueError(
+                    f"{path}: record {i} is not an object with string 'input' and 'target'"
+                )
             record.setdefault("channel", "given")
             yield record
