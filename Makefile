@@ -12,7 +12,7 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check data
+.PHONY: help setup setup-apt test lint check proto data
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint:  ## ruff check and format check
 	$(PYTHON) -m ruff format --check .
 
 check: lint test  ## lint, then the tests (what CI runs)
+
+proto:  ## regenerate the gRPC stubs from proto/*.proto
+	$(PYTHON) proto/generate.py
 
 data:  ## build pairs + data card into data/$(NAME) (CORPUS= to use your own)
 	$(KMCORRECT) data $(if $(CORPUS),--corpus $(CORPUS)) --out $(DATA) --seed $(SEED) --workers $(WORKERS)
