@@ -7,7 +7,7 @@ layer and training imports it, never the reverse. Pure Python; no torch.
 from runtime.text.chunking import chunk, reassemble
 from runtime.text.clusters import cluster_bounds, is_valid_cluster, segment, symbolize
 from runtime.text.metrics import ScoreBoard, cer, cluster_error_rate, error_mix
-from runtime.text.normalize import normalize, normalize_with_offsets
+from runtime.text.normalize import normalize
 from runtime.text.passthrough import Piece, join_pieces, split_by_vocab
 from runtime.text.spans import Span, apply_spans, edit_spans
 from runtime.text.vocab import Vocab, is_khmer
@@ -28,7 +28,6 @@ __all__ = [
     "is_valid_cluster",
     "join_pieces",
     "normalize",
-    "normalize_with_offsets",
     "reassemble",
     "segment",
     "split_by_vocab",
