@@ -6,13 +6,15 @@ NAME      ?= $(if $(CORPUS),$(basename $(notdir $(CORPUS))),default)
 SEED      ?= 0
 WORKERS   ?= $(shell nproc 2>/dev/null || echo 1)
 DATA      ?= data/$(NAME)
+MODEL     ?= hybrid
+RUN       ?= runs/$(MODEL)-$(NAME)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # System tools the data engine drives: PDF extraction, OCR, Khmer fonts, LibreOffice.
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check proto data
+.PHONY: help setup setup-apt test lint check proto data eval export
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,3 +40,9 @@ proto:  ## regenerate the gRPC stubs from proto/*.proto
 
 data:  ## build pairs + data card into data/$(NAME) (CORPUS= to use your own)
 	$(KMCORRECT) data $(if $(CORPUS),--corpus $(CORPUS)) --out $(DATA) --seed $(SEED) --workers $(WORKERS)
+
+eval:  ## score $(RUN) on the test split of $(DATA): report.md/.json/.html
+	$(KMCORRECT) eval --model $(RUN) --data $(DATA)
+
+export:  ## verified ONNX artifact (+opt/int8/fp16) of $(RUN) into artifacts/ (FORCE=1, TENSORRT=1)
+	$(KMCORRECT) export --model $(RUN) --data $(DATA) $(if $(FORCE),--force) $(if $(TENSORRT),--tensorrt)

@@ -1,0 +1,1 @@
+"""Checkpoint -> verified ONNX artifact (+ TensorRT engines); see export/README.md."""
