@@ -14,11 +14,10 @@ from runtime.errors import UserError
 
 # verb -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra it needs)
 VERBS: dict[str, tuple[str, str, str]] = {
-    "data": (
-        "training.data.cli",
-        "build train/val/test pairs and the data card from a corpus",
-        "train",
-    ),
+    "data": ("training.data.cli", "build train/val/test pairs and a data card", "train"),
+    "eval": ("training.eval_cli", "score checkpoints on a data split, write reports", "train"),
+    "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
+    "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
 }
 
 

@@ -1,0 +1,96 @@
+"""The engine side of serving: a batch of model pieces in, corrected pieces out.
+
+`Corrector.run_batch` is what the dynamic batcher calls on its worker thread. It groups the
+batch by (mode, decoding), encodes each group once, runs the chosen decoder (or, for the
+substitution mode, the AtomicMapper's single pass) and turns ids back into text with each
+character's probability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.artifact import Artifact, load_artifact
+from runtime.config import ServeConfig
+from runtime.decoding import Decoded, aggressive_decode, greedy_decode
+from runtime.engines.onnx import OnnxEngine
+from runtime.pipeline import Corrected
+from runtime.service import Job
+
+DECODERS = {"greedy": greedy_decode, "aggressive": aggressive_decode}
+# The execution providers each --device asks onnxruntime for, in preference order.
+DEVICE_PROVIDERS = {"cpu": ["cpu"], "cuda": ["cuda"], "tensorrt": ["tensorrt", "cuda"]}
+
+
+class Corrector:
+    def __init__(self, artifact: Artifact, engine: OnnxEngine) -> None:
+        self.artifact = artifact
+        self.engine = engine
+        self.vocab = artifact.vocab
+        self.max_src_len = artifact.limits["max_src_len"]
+        self.max_tgt_len = artifact.limits["max_tgt_len"]
+        self.artifact_id = artifact.manifest["checksum"][:16]
+        self.has_mapper = "mapper" in artifact.graphs
+
+    def run_batch(self, jobs: list[Job]) -> list[Corrected]:
+        results: list[Corrected | None] = [None] * len(jobs)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.mode, job.decoding), []).append(i)
+        for (mode, decoding), members in groups.items():
+            texts = [jobs[i].text for i in members]
+            if mode == "substitution" and self.has_mapper:
+                corrected = self._substitute(texts)
+            else:
+                corrected = self._decode(texts, DECODERS[decoding])
+            for i, result in zip(members, corrected, strict=True):
+                results[i] = result
+        return results
+
+    def _pad(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encoded = [self.vocab.encode(t) for t in texts]
+        ids = np.full((len(texts), max(map(len, encoded))), self.vocab.pad_id, dtype=np.int64)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = tokens
+        return ids, ids != self.vocab.pad_id
+
+    def _decode(self, texts: list[str], decoder) -> list[Corrected]:
+        ids, mask = self._pad(texts)
+        max_len = min(self.max_tgt_len, int(1.5 * ids.shape[1]) + 10)
+        return [self._text(d) for d in decoder(self.engine, ids, mask, max_len)]
+
+    def _substitute(self, texts: list[str]) -> list[Corrected]:
+        """One mapper pass: each character replaced by the model's choice for its position."""
+        ids, mask = self._pad(texts)
+        logits = self.engine.substitution_logits(ids, mask)
+        chosen = logits.argmax(-1)
+        probs = 1.0 / np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)
+        results = []
+        for row, text in enumerate(texts):
+            # A position the mapper fills with a special token keeps its input character.
+            chars = [
+                self.vocab.decode([int(c)]) or ch
+                for c, ch in zip(chosen[row, : len(text)], text, strict=True)
+            ]
+            results.append(Corrected("".join(chars), probs[row, : len(text)].tolist()))
+        return results
+
+    def _text(self, decoded: Decoded) -> Corrected:
+        chars, confidence = [], []
+        for token, prob in zip(decoded.ids, decoded.probs, strict=True):
+            ch = self.vocab.decode([token])  # specials decode to nothing
+            if ch:
+                chars.append(ch)
+                confidence.append(prob)
+        return Corrected("".join(chars), confidence)
+
+
+def load_corrector(config: ServeConfig) -> Corrector:
+    artifact = load_artifact(config.artifact)
+    engine = OnnxEngine(
+        artifact,
+        config.variant,
+        providers=DEVICE_PROVIDERS[config.device],
+        threads=config.threads or None,
+    )
+    return Corrector(artifact, engine)

@@ -1,0 +1,76 @@
+"""One correction request from text to answer, independent of any transport.
+
+The service prepares the text, submits its model pieces to the shared dynamic batcher (all
+pieces of all requests meet in one queue), awaits them, and assembles the answer. The gRPC
+servicers (domain and KServe v2) are thin translations onto `CorrectionService.correct`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from runtime.batcher import DynamicBatcher
+from runtime.pipeline import Corrected, Correction, assemble, prepare
+from runtime.text import Vocab
+
+
+class TextTooLong(ValueError):
+    """The text exceeds the configured limit (code points)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model piece as the engine worker sees it."""
+
+    text: str
+    mode: str  # "full" | "substitution"
+    decoding: str  # "aggressive" | "greedy"
+
+
+class CorrectionService:
+    def __init__(
+        self,
+        batcher: DynamicBatcher[Job, Corrected],
+        vocab: Vocab,
+        *,
+        piece_len: int,
+        max_text_chars: int,
+    ) -> None:
+        self.batcher = batcher
+        self.vocab = vocab
+        self.piece_len = piece_len
+        self.max_text_chars = max_text_chars
+
+    async def correct(
+        self,
+        text: str,
+        *,
+        mode: str = "full",
+        decoding: str = "aggressive",
+        with_spans: bool = True,
+        deadline: float | None = None,
+    ) -> Correction:
+        if len(text) > self.max_text_chars:
+            raise TextTooLong(
+                f"text has {len(text)} characters; the limit is {self.max_text_chars}"
+            )
+        prepared = prepare(text, self.vocab, self.piece_len)
+        pieces = [
+            self.batcher.submit(Job(piece, mode, decoding), length=len(piece), deadline=deadline)
+            for piece in prepared.model_inputs
+        ]
+        corrected = await _gather_or_cancel(pieces)
+        return assemble(prepared, corrected, with_spans=with_spans)
+
+
+async def _gather_or_cancel(awaitables) -> list:
+    """Like asyncio.gather, but when one piece fails the others are cancelled (their queue
+    places freed) instead of computed for an answer nobody will read."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
