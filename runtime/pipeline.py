@@ -1,7 +1,9 @@
 """The text pipeline around the model: request text → model pieces → corrected text and spans.
 
     prepare:  normalize → split off characters the model cannot produce → chunk known runs to
-              the model's length → keep only pieces with Khmer in them for the model
+              the model's length → keep only pieces with Khmer in them for the model, without
+              the spaces at their edges (the model only ever saw stripped text, so it would
+              drop them and glue words onto the characters that bypass it)
     (the batcher and decoder correct the model pieces)
     assemble: put corrected pieces back in place → edit spans against the caller's input,
               each with the model's confidence
@@ -56,10 +58,19 @@ def prepare(text: str, vocab: Vocab, max_len: int) -> Prepared:
     pieces: list[str] = []
     for_model: list[bool] = []
     for piece in split_by_vocab(normalize(text), vocab):
-        parts = chunk(piece.text, max_len) if piece.known else [piece.text]
-        for part in parts:
-            pieces.append(part)
-            for_model.append(piece.known and any(is_khmer(ch) for ch in part))
+        if not piece.known:
+            pieces.append(piece.text)
+            for_model.append(False)
+            continue
+        for part in chunk(piece.text, max_len):
+            core = part.strip(" ")
+            if not any(is_khmer(ch) for ch in core):
+                pieces.append(part)
+                for_model.append(False)
+                continue
+            lead, trail = part[: part.index(core)], part[part.index(core) + len(core) :]
+            pieces += [lead, core, trail]
+            for_model += [False, True, False]
     return Prepared(text, pieces, for_model)
 
 

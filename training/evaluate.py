@@ -24,15 +24,14 @@ import torch
 from rapidfuzz.distance import Levenshtein
 from torch import nn
 
+from runtime.pipeline import Corrected, assemble, prepare
 from runtime.text import (
     ScoreBoard,
     Span,
     Vocab,
-    chunk,
     edit_spans,
     normalize,
     segment,
-    split_by_vocab,
     symbolize,
 )
 from training.checkpoint import Checkpoint
@@ -54,36 +53,16 @@ def correct_texts(
     batch_size: int = 64,
     max_len: int = DEFAULT_MAX_SOURCE_LEN,
 ) -> list[str]:
-    """The model's correction of each normalized text, in order.
-
-    Characters outside `vocab` pass through unchanged in place; text runs longer than `max_len`
-    (the longest source the model was trained on) are chunked, corrected piece by piece and
-    joined. Spaces at the edges of a piece stay as they are: the model only ever saw stripped
-    text, so it would drop them, gluing words to the characters that bypass it.
-    """
-    sources: list[str] = []  # what the model corrects, one stripped piece each
-    layouts = [_layout(normalize(text), vocab, max_len, sources) for text in texts]
-    corrected = _decode(model, vocab, sources, batch_size)
-    return ["".join(corrected[p] if isinstance(p, int) else p for p in parts) for parts in layouts]
-
-
-def _layout(text: str, vocab: Vocab, max_len: int, sources: list[str]) -> list[str | int]:
-    """`text` as verbatim strings and indices into `sources`, where the pieces for the model go."""
-    parts: list[str | int] = []
-    for piece in split_by_vocab(text, vocab):
-        if not piece.known:
-            parts.append(piece.text)
-            continue
-        for stretch in chunk(piece.text, max_len):
-            core = stretch.strip(" ")
-            if not core:
-                parts.append(stretch)
-                continue
-            lead = stretch[: len(stretch) - len(stretch.lstrip(" "))]
-            trail = stretch[len(stretch.rstrip(" ")) :]
-            parts += [lead, len(sources), trail]
-            sources.append(core)
-    return parts
+    """The model's correction of each text, in order, through the serving text pipeline
+    (runtime/pipeline.py): normalized, characters outside `vocab` passed through in place, runs
+    longer than `max_len` (the longest source the model was trained on) chunked."""
+    prepared = [prepare(text, vocab, max_len) for text in texts]
+    sources = [piece for p in prepared for piece in p.model_inputs]
+    corrected = iter(_decode(model, vocab, sources, batch_size))
+    return [
+        assemble(p, [Corrected(next(corrected), []) for _ in p.model_inputs], with_spans=False).text
+        for p in prepared
+    ]
 
 
 def _decode(model: nn.Module, vocab: Vocab, sources: list[str], batch_size: int) -> list[str]:
