@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "eval": ("training.eval_cli", "score checkpoints on a data split, write reports", "train"),
     "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
     "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
+    "correct": ("runtime.correct_cli", "correct lines in-process or via a server", "serve"),
 }
 
 

@@ -1,0 +1,133 @@
+"""`kmcorrect correct`: UTF-8 lines in, exactly one corrected line out per line.
+
+The model runs in this process (`--model` an exported artifact, served by onnxruntime) or in
+a running service (`--server host:port`). `--pdf FILE` extracts the PDF's text with
+pdftotext and corrects it page by page, pages separated by form feeds as pdftotext does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from runtime.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, help="UTF-8 text file (default: standard input)")
+    source.add_argument("--pdf", type=Path, help="a PDF: extract with pdftotext, correct")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--model",
+        type=Path,
+        default=Path("artifacts/hybrid-default"),
+        help="an exported artifact directory (default: %(default)s)",
+    )
+    where.add_argument("--server", help="host:port of a running `kmcorrect serve`")
+    parser.add_argument("--mode", choices=("full", "substitution"), default="full")
+    parser.add_argument("--decoding", choices=("aggressive", "greedy"), default="aggressive")
+    parser.add_argument("--variant", choices=("fp32", "opt", "int8", "fp16"), default="opt")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _read_lines(args: argparse.Namespace) -> list[str]:
+    if args.pdf is not None:
+        return _pdf_text(args.pdf).split("\n")
+    try:
+        data = args.input.read_bytes() if args.input else sys.stdin.buffer.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.input}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"input is not UTF-8 (byte {exc.start}): {args.input or 'stdin'}") from None
+    lines = text.split("\n")
+    return lines[:-1] if text.endswith("\n") else lines
+
+
+def _pdf_text(path: Path) -> str:
+    """The PDF's text as pdftotext -layout reads it; pages end with a form feed."""
+    if shutil.which("pdftotext") is None:
+        raise UserError("--pdf needs pdftotext: apt-get install poppler-utils")
+    if not path.is_file():
+        raise UserError(f"PDF not found: {path}")
+    done = subprocess.run(
+        ["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"], capture_output=True
+    )
+    if done.returncode != 0:
+        raise UserError(f"pdftotext could not read {path}: {done.stderr.decode(errors='replace')}")
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def _correct_local(args: argparse.Namespace, lines: list[str]) -> list[str]:
+    from runtime.config import ServeConfig
+    from runtime.corrector import correct_texts, load_corrector
+
+    # Form feeds (PDF page breaks) are kept out of the model and put back around each page.
+    pages = [line.split("\f") for line in lines]
+    flat = [part for parts in pages for part in parts]
+    if (args.model / "manifest.json").is_file():
+        corrector = load_corrector(ServeConfig(artifact=str(args.model), variant=args.variant))
+        corrections = correct_texts(
+            corrector, flat, mode=args.mode, decoding=args.decoding, batch_size=args.batch_size
+        )
+        fixed = iter([c.text for c in corrections])
+    elif (args.model / "checkpoints").is_dir():
+        fixed = iter(_correct_with_torch(args, flat))
+    else:
+        raise UserError(
+            f"{args.model} is neither an exported artifact (manifest.json) nor a run directory "
+            "(checkpoints/): run `make train` / `make export`, or pass --server"
+        )
+    return ["\f".join(next(fixed) for _ in parts) for parts in pages]
+
+
+def _correct_with_torch(args: argparse.Namespace, texts: list[str]) -> list[str]:
+    """A run directory's best checkpoint, in torch: for development, before export."""
+    try:
+        from training.checkpoint import load
+        from training.evaluate import correct_texts
+    except ImportError as exc:
+        raise UserError(
+            f"correcting with a run directory needs torch ({exc.name} is missing): "
+            "pip install 'khmer-correct[train]', or export it and pass the artifact"
+        ) from None
+    checkpoint = load(args.model)
+    max_len = checkpoint.meta.get("train_config", {}).get("max_src_len", 256)
+    return correct_texts(
+        checkpoint.model, checkpoint.vocab, texts, batch_size=args.batch_size, max_len=max_len
+    )
+
+
+def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
+    import grpc
+
+    from runtime.client import Client
+
+    pages = [line.split("\f") for line in lines]
+    flat = [part for parts in pages for part in parts]
+    try:
+        with Client(args.server) as client:
+            results = client.correct_stream(
+                iter(flat), mode=args.mode, decoding=args.decoding, spans=False
+            )
+            fixed = iter([r.text for r in results])
+    except grpc.RpcError as exc:
+        raise UserError(f"server {args.server}: {exc.code().name}: {exc.details()}") from None
+    return ["\f".join(next(fixed) for _ in parts) for parts in pages]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    lines = _read_lines(args)
+    corrected = _correct_remote(args, lines) if args.server else _correct_local(args, lines)
+    out = sys.stdout
+    for line in corrected:
+        out.write(line + "\n")
+    out.flush()
+    return 0
