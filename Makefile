@@ -8,13 +8,18 @@ WORKERS   ?= $(shell nproc 2>/dev/null || echo 1)
 DATA      ?= data/$(NAME)
 MODEL     ?= hybrid
 RUN       ?= runs/$(MODEL)-$(NAME)
+ARTIFACT  ?= artifacts/$(MODEL)-$(NAME)
+MINUTES   ?=
+PORT      ?= 50051
+DEVICE    ?= cpu
+INPUT     ?=
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # System tools the data engine drives: PDF extraction, OCR, Khmer fonts, LibreOffice.
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check proto data eval export
+.PHONY: help setup setup-apt test lint check proto data train eval export serve correct demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,8 +46,29 @@ proto:  ## regenerate the gRPC stubs from proto/*.proto
 data:  ## build pairs + data card into data/$(NAME) (CORPUS= to use your own)
 	$(KMCORRECT) data $(if $(CORPUS),--corpus $(CORPUS)) --out $(DATA) --seed $(SEED) --workers $(WORKERS)
 
+train:  ## train $(MODEL) on $(DATA) into $(RUN) (MINUTES= time budget)
+	$(KMCORRECT) train --model $(MODEL) --data $(DATA) --run-dir $(RUN) $(if $(MINUTES),--max-minutes $(MINUTES))
+
 eval:  ## score $(RUN) on the test split of $(DATA): report.md/.json/.html
 	$(KMCORRECT) eval --model $(RUN) --data $(DATA)
 
 export:  ## verified ONNX artifact (+opt/int8/fp16) of $(RUN) into artifacts/ (FORCE=1, TENSORRT=1)
 	$(KMCORRECT) export --model $(RUN) --data $(DATA) $(if $(FORCE),--force) $(if $(TENSORRT),--tensorrt)
+
+serve:  ## serve $(ARTIFACT) over gRPC on $(PORT) until Ctrl-C / SIGTERM
+	$(KMCORRECT) serve --artifact $(ARTIFACT) --port $(PORT) --device $(DEVICE)
+
+correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
+	$(KMCORRECT) correct --model $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
+
+demo: $(ARTIFACT)/manifest.json  ## end to end: data → train → export → serve → correct over gRPC → stop
+	$(KMCORRECT) demo --artifact $(ARTIFACT) --data $(DATA)
+
+$(DATA)/test.jsonl:
+	$(MAKE) data
+
+$(RUN)/checkpoints/best.json: $(DATA)/test.jsonl
+	$(MAKE) train
+
+$(ARTIFACT)/manifest.json: $(RUN)/checkpoints/best.json
+	$(KMCORRECT) export --model $(RUN) --data $(DATA) --out $(ARTIFACT) --force

@@ -15,10 +15,12 @@ from runtime.errors import UserError
 # verb -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra it needs)
 VERBS: dict[str, tuple[str, str, str]] = {
     "data": ("training.data.cli", "build train/val/test pairs and a data card", "train"),
+    "train": ("training.cli", "train a model on a data folder into a run folder", "train"),
     "eval": ("training.eval_cli", "score checkpoints on a data split, write reports", "train"),
     "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
     "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
     "correct": ("runtime.correct_cli", "correct lines in-process or via a server", "serve"),
+    "demo": ("runtime.demo", "serve an artifact, correct sample rows over gRPC, stop", "serve"),
 }
 
 

@@ -1,0 +1,688 @@
+"""The trainer behind `kmcorrect train`: one loop, readable top to bottom (after nanoGPT's).
+
+    data/<name>/{train,val}.jsonl ─► normalize + encode ─► length-bucketed batches (batching.py)
+      ─► model.loss ─► AdamW (warm-up + cosine, grad clip, AMP on GPU)
+      ─► every epoch: val loss + greedy-decoded val CER ─► checkpoints `best` (by CER) and `last`
+
+Run directory (``runs/<model>-<data name>`` by default)::
+
+    config.json            the TrainConfig of the run
+    metrics.csv            step, epoch, lr, train loss, val loss, val CER, tokens/s, elapsed
+    events.out.tfevents.*  the same for TensorBoard (`tensorboard --logdir runs`)
+    checkpoints/{best,last}.{safetensors,json}   see training/checkpoint.py; meta below
+
+Several processes (``torchrun --nproc_per_node N -m runtime.cli train ...``): DDP over nccl on
+CUDA, gloo on CPU. Every process builds the same epoch batch list and takes every N-th batch, so
+one optimizer step consumes N batches. Loss normalization: each process scales its batch's mean
+loss by ``n_local * N / n_global`` (target tokens, all-reduced before the backward pass); DDP's
+gradient averaging then yields the gradient of the token-weighted mean over the whole global
+batch, which is exactly what one process computes on all those rows together for the decoder
+cross-entropy. (The hybrid's auxiliary substitution loss is a mean over aligned source positions
+instead; across processes it is weighted by target tokens, which matches one process only when
+the shards' shares of both agree.) Only rank 0 validates, prints and writes files.
+
+Resuming (``--resume``) continues exactly where `last` was saved: weights, AdamW moments and
+param groups, the grad scaler, every process's torch RNG state, Python's RNG state, and the data
+position ``(epoch, batch_index)``; batches are a pure function of (seed, epoch), so the rest of
+the epoch is rebuilt, not stored. The learning rate is a pure function of the step.
+
+Checkpoint meta (JSON side; tensors: ``model.*``, ``optim.<param index>.<key>``,
+``rng.<cpu|cuda|mps>.<rank>``)::
+
+    train_config  asdict(TrainConfig)
+    progress      epoch, batch_index (batches of that epoch's list consumed), step, tokens,
+                  elapsed_s, best_cer, best_step, bad_epochs (for --patience), world_size
+    metrics       val_cer, val_loss, val (ScoreBoard.as_dict()), val_step: the latest validation
+    optimizer     name, param_groups (tensor-free)
+    schedule      warmup_steps, total_steps, lr, min_lr
+    grad_scaler   GradScaler.state_dict() (empty without fp16)
+    rng           python: random.getstate()
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from runtime.errors import UserError
+from runtime.text import ScoreBoard, Vocab, normalize
+from training import checkpoint
+from training.batching import bucketed_batches
+from training.data.rows import read_rows
+from training.models import build_model, count_parameters, greedy_decode
+
+# Defaults that depend on the device (the fields left None). On a CPU a bare `kmcorrect train`
+# must end within 10 minutes with a usable model, and in so short a budget many small steps beat
+# a few large ones (2 cores, 4 minutes: 1024-token batches reached val loss 1.50, 2048 1.93,
+# 6144 2.71).
+CPU_DEFAULTS = {"batch_tokens": 1024, "max_minutes": 8.5}
+GPU_DEFAULTS = {"batch_tokens": 16384, "max_minutes": 0.0}
+EVAL_BATCH = 64
+METRICS = ["step", "epoch", "lr", "train_loss", "val_loss", "val_cer", "tokens_per_s", "elapsed_s"]
+
+
+@dataclass
+class TrainConfig:
+    """One training run; stored as ``config.json`` and with every checkpoint."""
+
+    model: str = "hybrid"
+    preset: str = "default"
+    dropout: float | None = None  # None: the preset's
+    data: str = "data/default"  # a folder with train.jsonl and val.jsonl
+    run_dir: str | None = None  # None: runs/<model>-<data folder name>
+    batch_tokens: int | None = None  # padded source + target tokens per batch and process
+    max_batch_rows: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    epochs: int = 10
+    max_src_len: int = 320  # longer rows are skipped (and counted)
+    max_tgt_len: int = 256
+    grad_clip: float = 1.0
+    amp: str = "auto"  # GPU only: auto (bf16 where supported, else fp16), bf16, fp16, off
+    seed: int = 0
+    eval_rows: int = 200  # val rows greedy-decoded for the CER
+    patience: int = 3  # stop after this many validations without a better CER; 0: never
+    max_minutes: float | None = None  # time budget; 0: none
+    max_steps: int = 0  # stop (validate, save) after this many steps in all; 0: no limit
+    save_every: int = 500  # steps between `last` checkpoints (also saved at every epoch end)
+    log_every: int = 50
+    device: str = "auto"  # auto, cuda, mps, cpu
+    resume: bool = False
+    progress: bool = True
+
+
+# Settings a resumed run may change: when and how to stop, where and how loudly to run.
+RESUMABLE = {"epochs", "patience", "max_minutes", "max_steps", "save_every", "log_every"}
+RESUMABLE |= {"device", "resume", "progress", "run_dir"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path | None  # best.json, None if training never validated
+    best_cer: float | None
+    steps: int
+    stop: str  # "epochs", "max_steps", "max_minutes", "patience"
+
+
+def with_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    defaults = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
+    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+
+
+def check(cfg: TrainConfig) -> None:
+    """Reject settings that cannot work, before any data is read."""
+    positive = ("batch_tokens", "max_batch_rows", "epochs", "max_src_len", "max_tgt_len")
+    for name in (*positive, "eval_rows", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("warmup_steps", "patience", "max_steps", "save_every"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative")
+    if cfg.max_minutes < 0:
+        raise UserError("--max-minutes must not be negative")
+    if not cfg.lr > 0 or not cfg.grad_clip > 0 or cfg.weight_decay < 0:
+        raise UserError("--lr and --grad-clip must be positive, --weight-decay not negative")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise UserError(f"--dropout must be within [0, 1), got {cfg.dropout}")
+    if cfg.batch_tokens < cfg.max_src_len + cfg.max_tgt_len + 2:
+        raise UserError(
+            f"--batch-tokens {cfg.batch_tokens} cannot hold one row of the longest allowed "
+            f"lengths ({cfg.max_src_len} + {cfg.max_tgt_len} + 2)"
+        )
+    if cfg.amp not in ("auto", "bf16", "fp16", "off"):
+        raise UserError(f"--amp must be auto, bf16, fp16 or off, not {cfg.amp!r}")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Dist:
+    """This process's place among the torchrun processes (one process: world 1, rank 0)."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, *values: float) -> list[float]:
+        """Sum each value over all processes; with rank 0 alone passing non-zeros, a broadcast."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(total)
+        return total.tolist()
+
+    def gather(self, obj: object) -> list:
+        if self.world == 1:
+            return [obj]
+        every: list = [None] * self.world
+        torch.distributed.all_gather_object(every, obj)
+        return every
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` takes CUDA, then Apple's MPS, then the CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device cuda: CUDA is not available (torch {torch.__version__} sees no GPU); "
+                "use --device cpu or auto"
+            )
+        return torch.device("cuda", local_rank)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+    if name not in ("mps", "cpu"):
+        raise UserError(f"unknown --device {name!r}: use auto, cuda, mps or cpu")
+    return torch.device(name)
+
+
+def connect(device_name: str) -> Dist:
+    """Read torchrun's WORLD_SIZE/RANK/LOCAL_RANK, pick the device, join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1:
+        if device.type == "mps":
+            raise UserError("multi-process training runs on CUDA or CPU, not MPS")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend, rank=rank, world_size=world)
+    return Dist(world, rank, device)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision (always on CPU and MPS)."""
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise UserError(f"--amp {amp} needs a CUDA GPU; this run is on {device.type}")
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str  # normalized, as serving will see it
+    target: str
+    src: list[int]  # input ids, no bos/eos
+    tgt: list[int]  # [bos] + target ids + [eos]
+
+
+def load_split(path: Path, vocab: Vocab, cfg: TrainConfig) -> tuple[list[Example], int]:
+    """The rows of one split, normalized and encoded; rows over the length limits are skipped
+    (returned: how many)."""
+    examples, skipped = [], 0
+    try:
+        for row in read_rows(path):
+            text, target = normalize(row["input"]), normalize(row["target"])
+            if len(text) > cfg.max_src_len or len(target) > cfg.max_tgt_len:
+                skipped += 1
+                continue
+            tgt = [vocab.bos_id, *vocab.encode(target), vocab.eos_id]
+            examples.append(Example(text, target, vocab.encode(text), tgt))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    return examples, skipped
+
+
+def collate(batch: list[Example], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ``(src_ids, src_mask, tgt_ids)`` on the CPU."""
+    src = torch.full((len(batch), max(1, *(len(e.src) for e in batch))), pad_id)
+    tgt = torch.full((len(batch), max(len(e.tgt) for e in batch)), pad_id)
+    for i, e in enumerate(batch):
+        src[i, : len(e.src)] = torch.tensor(e.src)
+        tgt[i, : len(e.tgt)] = torch.tensor(e.tgt)
+    return src, src != pad_id, tgt
+
+
+# ----------------------------------------------------------------------------- optimization
+
+
+class Objective(nn.Module):
+    """``model.loss`` as a forward pass: DDP syncs the gradients of what runs through the forward
+    of the module it wraps, and the models' training loss is a separate method."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor):
+        return self.model.loss(src_ids, src_mask, tgt_ids)
+
+
+def global_share(loss: Tensor, n_local: float, n_global: float, world: int) -> Tensor:
+    """This process's batch-mean ``loss`` rescaled so that DDP's gradient *average* over processes
+    is the gradient of the token-weighted mean over the global batch (see the module docstring)."""
+    return loss * (n_local * world / n_global)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices and embeddings decay, biases and norm gains do not (as nanoGPT)."""
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10`` at ``total_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    done = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    min_lr = cfg.lr / 10
+    return min_lr + 0.5 * (1 + math.cos(math.pi * done)) * (cfg.lr - min_lr)
+
+
+def rng_states(device: torch.device) -> list[Tensor]:
+    """This process's generators: the CPU one, and the accelerator's if there is one."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    elif device.type == "mps":
+        states.append(torch.mps.get_rng_state())
+    return states
+
+
+def set_rng_states(states: list[Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(states[1])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, examples: list[Example], vocab: Vocab, cfg: TrainConfig, device, amp
+) -> tuple[float, ScoreBoard]:
+    """Teacher-forced loss (token-weighted, as in training) and the greedy-decoded ScoreBoard."""
+    board, loss_sum, tokens = ScoreBoard(), 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].src))
+    model.eval()
+    for start in range(0, len(order), EVAL_BATCH):
+        batch = [examples[i] for i in order[start : start + EVAL_BATCH]]
+        src, mask, tgt = (t.to(device) for t in collate(batch, vocab.pad_id))
+        with torch.autocast(device.type, amp) if amp else nullcontext():
+            out = model.loss(src, mask, tgt)
+            # Room for eos, and for outputs longer than the input (dropped characters restored).
+            max_len = min(cfg.max_tgt_len, 2 * src.shape[1] + 8) + 1
+            outputs = greedy_decode(model, src, mask, max_len)
+        loss_sum += float(out.loss) * out.n_tokens
+        tokens += out.n_tokens
+        for e, ids in zip(batch, outputs, strict=True):
+            board.add(e.input, vocab.decode(ids), e.target)
+    model.train()
+    return loss_sum / max(1, tokens), board
+
+
+# ----------------------------------------------------------------------------- run state
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved with every checkpoint (meta ``progress``) for --resume."""
+
+    epoch: int = 0
+    batch_index: int = 0  # batches of this epoch's list consumed, by all processes together
+    step: int = 0
+    tokens: int = 0  # source + target tokens trained on
+    elapsed_s: float = 0.0  # by earlier invocations of the run
+    best_cer: float | None = None
+    best_step: int | None = None
+    bad_epochs: int = 0  # validations since the best one
+
+
+def check_resumable(ck: checkpoint.Checkpoint, cfg: TrainConfig, model: nn.Module) -> None:
+    """A run resumes only as what it was: the same model and the same training settings."""
+    if ck.model_name != cfg.model or ck.meta["model_config"] != asdict(model.config):
+        raise UserError(
+            f"{cfg.run_dir or 'the run'} holds a {ck.model_name} model of another configuration; "
+            f"it cannot be resumed as {cfg.model}/{cfg.preset} (use another --run-dir)"
+        )
+    for f in fields(TrainConfig):
+        then, now = ck.meta["train_config"].get(f.name), getattr(cfg, f.name)
+        if f.name not in RESUMABLE and then != now:
+            raise UserError(
+                f"{cfg.run_dir or 'the run'} was trained with {f.name}={then!r}, not {now!r}; "
+                "resume with the same settings, or use another --run-dir"
+            )
+
+
+def state_tensors(optimizer: torch.optim.Optimizer, every_rng: list[list[Tensor]], device_type):
+    """The tensors of the training state: AdamW moments, every process's generators."""
+    state = optimizer.state_dict()["state"]
+    tensors = {f"optim.{i}.{k}": v for i, s in state.items() for k, v in s.items()}
+    for rank, states in enumerate(every_rng):
+        tensors[f"rng.cpu.{rank}"] = states[0]
+        if len(states) > 1:
+            tensors[f"rng.{device_type}.{rank}"] = states[1]
+    return tensors
+
+
+def restore_state(
+    ck: checkpoint.Checkpoint, optimizer: torch.optim.Optimizer, scaler, dist: Dist
+) -> Progress:
+    """Optimizer, grad scaler and RNG states from ``ck``; returns its progress."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, tensor in ck.tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = tensor
+    groups = [{**g, "betas": tuple(g["betas"])} for g in ck.meta["optimizer"]["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if ck.meta["grad_scaler"]:  # empty when saved without fp16 (e.g. on a CPU)
+        scaler.load_state_dict(ck.meta["grad_scaler"])
+    version, internal, gauss = ck.meta["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = {k: v for k, v in ck.meta["progress"].items() if k != "world_size"}
+    progress = Progress(**saved)
+    states = [ck.tensors.get(f"rng.cpu.{dist.rank}")]
+    if dist.device.type != "cpu":
+        states.append(ck.tensors.get(f"rng.{dist.device.type}.{dist.rank}"))
+    if ck.meta["progress"]["world_size"] == dist.world and all(s is not None for s in states):
+        set_rng_states(states, dist.device)
+    else:
+        if dist.main:
+            print(
+                "resuming on other processes or devices than the run was saved from: the data "
+                "position carries over, the dropout random streams do not"
+            )
+        torch.manual_seed(ck.meta["train_config"]["seed"] + dist.rank + progress.step)
+    return progress
+
+
+def open_metrics(path: Path, resume_step: int | None):
+    """metrics.csv to append to; on resume, rows past the checkpoint (written by the run that was
+    killed after it) are dropped, since the resumed run writes them again."""
+    rows = []
+    if resume_step is not None and path.exists():
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+    f = path.open("w", newline="")
+    out = csv.DictWriter(f, METRICS)
+    out.writeheader()
+    out.writerows(rows)
+    return f
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train as ``cfg`` says; raises UserError for anything the user can fix."""
+    dist = connect(cfg.device)
+    try:
+        cfg = with_device_defaults(cfg, dist.device)
+        check(cfg)
+        return _train(cfg, dist)
+    finally:
+        if dist.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
+    device = dist.device
+    amp = amp_dtype(cfg.amp, device)
+    data_dir = Path(cfg.data)
+    run_dir = Path(cfg.run_dir or f"runs/{cfg.model}-{data_dir.resolve().name}")
+    ckpt_dir = run_dir / "checkpoints"
+    say = print if dist.main else lambda *_: None
+
+    # ---- model (first, so that a bad name fails before any data is read)
+    vocab = Vocab.default()
+    overrides = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    try:
+        model = build_model(cfg.model, len(vocab), cfg.preset, **overrides).to(device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+    # ---- data
+    if not (data_dir / "train.jsonl").is_file():
+        raise UserError(f"no training data at {data_dir}: run `make data` first")
+    train_set, skipped = load_split(data_dir / "train.jsonl", vocab, cfg)
+    val_set, val_skipped = load_split(data_dir / "val.jsonl", vocab, cfg)
+    limits = f"longer than {cfg.max_src_len}/{cfg.max_tgt_len} characters (input/target)"
+    for name, rows, dropped in (("train", train_set, skipped), ("val", val_set, val_skipped)):
+        if not rows:
+            raise UserError(f"{data_dir / (name + '.jsonl')}: no rows to use ({dropped} {limits})")
+    eval_set = val_set[:: max(1, len(val_set) // cfg.eval_rows)][: cfg.eval_rows]
+    lengths = [(len(e.src), len(e.tgt)) for e in train_set]
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        """The epoch's batches, repeated to a multiple of the process count (as DistributedSampler
+        pads) so that every process takes the same number of steps."""
+        batches = bucketed_batches(
+            lengths,
+            max_tokens=cfg.batch_tokens,
+            max_rows=cfg.max_batch_rows,
+            seed=cfg.seed,
+            epoch=epoch,
+        )
+        return (batches * dist.world)[: math.ceil(len(batches) / dist.world) * dist.world]
+
+    n_batches = len(epoch_batches(0))  # per epoch; varies a little from epoch to epoch
+    total_steps = cfg.epochs * n_batches // dist.world
+
+    # ---- start, or resume exactly where `last` left off
+    val = {"val_cer": None, "val_loss": None, "val": None, "val_step": None}
+    if cfg.resume:
+        if not (ckpt_dir / "last.json").exists():
+            raise UserError(f"--resume: nothing to resume in {run_dir} (no checkpoints/last.json)")
+        ck = checkpoint.load(run_dir, "last")
+        check_resumable(ck, cfg, model)
+        model.load_state_dict(ck.model.state_dict())
+        pos = restore_state(ck, optimizer, scaler, dist)
+        val = ck.meta["metrics"]
+        say(f"resuming {run_dir} at epoch {pos.epoch + 1}, step {pos.step}")
+    else:
+        if (ckpt_dir / "last.json").exists():
+            raise UserError(
+                f"{run_dir} already holds a training run: pass --resume to continue it, "
+                "or --run-dir to start another"
+            )
+        pos = Progress()
+        torch.manual_seed(cfg.seed + dist.rank)  # each process its own dropout stream
+
+    objective: nn.Module = Objective(model)
+    if dist.world > 1:
+        objective = DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    # ---- outputs (rank 0)
+    started = time.monotonic()
+    writer = metrics_file = metrics = None
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        metrics_file = open_metrics(run_dir / "metrics.csv", pos.step if cfg.resume else None)
+        metrics = csv.DictWriter(metrics_file, METRICS)
+        writer = SummaryWriter(run_dir, purge_step=pos.step if cfg.resume else None)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    say(
+        f"{cfg.model}/{cfg.preset}: {count_parameters(model):,} parameters; "
+        f"{dist.world} process(es) on {device.type} ({precision})"
+    )
+    say(
+        f"data {data_dir}: {len(train_set)} train rows, {len(val_set)} val rows "
+        f"({skipped} train and {val_skipped} val rows skipped: {limits}); "
+        f"{n_batches // dist.world} steps per epoch"
+    )
+
+    def elapsed() -> float:
+        return pos.elapsed_s + time.monotonic() - started
+
+    def log(**values) -> None:
+        if not dist.main:
+            return
+        epochs = round(pos.epoch + pos.batch_index / n_batches, 4)
+        metrics.writerow(
+            {"step": pos.step, "epoch": epochs, "elapsed_s": round(elapsed(), 1)} | values
+        )
+        metrics_file.flush()
+        for key, value in values.items():
+            writer.add_scalar(key, value, pos.step)
+
+    def save(tag: str) -> None:
+        every_rng = dist.gather(rng_states(device))  # a collective: every process calls save
+        if not dist.main:
+            return
+        meta = {
+            "train_config": asdict(cfg),
+            "progress": asdict(pos) | {"elapsed_s": elapsed(), "world_size": dist.world},
+            "metrics": val,
+            "optimizer": {"name": "AdamW", "param_groups": optimizer.state_dict()["param_groups"]},
+            "schedule": {
+                "warmup_steps": cfg.warmup_steps,
+                "total_steps": total_steps,
+                "lr": cfg.lr,
+                "min_lr": cfg.lr / 10,
+            },
+            "grad_scaler": scaler.state_dict(),
+            "rng": {"python": random.getstate()},
+        }
+        extra = state_tensors(optimizer, every_rng, device.type)
+        checkpoint.save(
+            ckpt_dir,
+            tag,
+            model_name=cfg.model,
+            model=model,
+            vocab=vocab,
+            meta=meta,
+            extra_tensors=extra,
+        )
+
+    # ---- the loop
+    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, started
+    stop = None
+    model.train()
+    while stop is None and pos.epoch < cfg.epochs:
+        batches = epoch_batches(pos.epoch)
+        n_batches = len(batches)
+        bar = tqdm(
+            total=n_batches // dist.world,
+            initial=pos.batch_index // dist.world,
+            desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
+            disable=not (cfg.progress and dist.main),
+            dynamic_ncols=True,
+        )
+        for rows in batches[pos.batch_index + dist.rank :: dist.world]:
+            src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
+            n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
+            n_global, n_seen, out_of_time = dist.all_sum(
+                n_local, n_local + int(mask.sum()), time.monotonic() > deadline
+            )
+            if out_of_time:
+                stop = "max_minutes"
+                break
+            lr = lr_at(pos.step, cfg, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            src, mask, tgt = src.to(device), mask.to(device), tgt.to(device)
+            with torch.autocast(device.type, amp) if amp else nullcontext():
+                out = objective(src, mask, tgt)
+            loss = global_share(out.loss, n_local, n_global, dist.world)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            pos.step += 1
+            pos.batch_index += dist.world
+            pos.tokens += int(n_seen)
+            window_loss += loss.detach() / dist.world
+            window_steps += 1
+            window_tokens += n_seen
+            bar.update()
+
+            if pos.step % cfg.log_every == 0:
+                (train_loss,) = dist.all_sum(float(window_loss) / window_steps)
+                now = time.monotonic()
+                bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+                log(lr=lr, train_loss=train_loss, tokens_per_s=window_tokens / (now - window_start))
+                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
+            if cfg.save_every and pos.step % cfg.save_every == 0:
+                save("last")
+            if cfg.max_steps and pos.step >= cfg.max_steps:
+                stop = "max_steps"
+                break
+        else:  # the epoch ran to its end
+            pos.epoch, pos.batch_index = pos.epoch + 1, 0
+        bar.close()
+
+        # ---- validate on rank 0 (the others wait in all_sum), keep the best, save
+        validation_start = time.monotonic()
+        if dist.main:
+            val_loss, board = evaluate(model, eval_set, vocab, cfg, device, amp)
+            val = {"val_cer": board.cer_after, "val_loss": val_loss, "val": board.as_dict()}
+            val["val_step"] = pos.step
+            log(val_loss=val_loss, val_cer=board.cer_after)
+            print(
+                f"epoch {pos.epoch + pos.batch_index / n_batches:.2f}, step {pos.step}: val CER "
+                f"{board.cer_after:.4f} (input {board.cer_before:.4f}), val loss {val_loss:.4f}"
+            )
+        (val_cer,) = dist.all_sum(val["val_cer"] if dist.main else 0.0)
+        if pos.best_cer is None or val_cer < pos.best_cer:
+            pos.best_cer, pos.best_step, pos.bad_epochs = val_cer, pos.step, 0
+            save("best")
+        else:
+            pos.bad_epochs += 1
+        save("last")
+        window_start += time.monotonic() - validation_start  # tokens/s counts training only
+        if stop is None and pos.epoch >= cfg.epochs:
+            stop = "epochs"
+        if stop is None and cfg.patience and pos.bad_epochs >= cfg.patience:
+            stop = "patience"
+
+    if dist.main:
+        writer.close()
+        metrics_file.close()
+    stop = stop or "epochs"
+    best = ckpt_dir / "best.json" if pos.best_cer is not None else None
+    say(f"stopped ({stop}) after {pos.step} steps")
+    if best is not None:
+        say(f"best checkpoint: {best} (val CER {pos.best_cer:.4f} at step {pos.best_step})")
+    return TrainResult(run_dir, best, pos.best_cer, pos.step, stop)
