@@ -27,7 +27,7 @@ class ServeConfig:
     variant: str = "opt"  # which exported graph: fp32 | opt | int8 | fp16
     device: str = "cpu"  # cpu | cuda | tensorrt
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
-    decoding: str = "greedy"  # default when a request does not say: greedy | aggressive
+    decoding: str = "aggressive"  # default when a request does not say: aggressive | greedy
     max_batch_size: int = 32
     max_queue_delay_us: int = 2000
     max_queue_size: int = 4096
