@@ -299,11 +299,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
 
 
-def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10`` at ``total_steps``."""
+def lr_at(step: int, cfg: TrainConfig, total_steps: int, time_done: float = 0.0) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10`` at ``total_steps`` or,
+    under a time budget, at its end if that comes first (``time_done``: share of the budget
+    used), so a short run still anneals instead of stopping at its peak rate."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
-    done = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    done = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    done = min(1.0, max(done, time_done))
     min_lr = cfg.lr / 10
     return min_lr + 0.5 * (1 + math.cos(math.pi * done)) * (cfg.lr - min_lr)
 
@@ -611,13 +614,16 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         for rows in batches[pos.batch_index + dist.rank :: dist.world]:
             src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
             n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
-            n_global, n_seen, out_of_time = dist.all_sum(
-                n_local, n_local + int(mask.sum()), time.monotonic() > deadline
+            now = time.monotonic()
+            time_done = (now - started) / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0
+            # Summed over processes so every rank sees the same clock (rank means).
+            n_global, n_seen, out_of_time, time_done = dist.all_sum(
+                n_local, n_local + int(mask.sum()), now > deadline, time_done
             )
             if out_of_time:
                 stop = "max_minutes"
                 break
-            lr = lr_at(pos.step, cfg, total_steps)
+            lr = lr_at(pos.step, cfg, total_steps, time_done / dist.world)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             src, mask, tgt = src.to(device), mask.to(device), tgt.to(device)
