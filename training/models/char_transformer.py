@@ -3,45 +3,25 @@
     src_ids ─► src embedding + positions ─► encoder ─► Memory (+ cross K/V per decoder layer)
     tgt ids ─► tgt embedding + positions ─► decoder ─► head ─► logits
 
-The same layers as the ContextRefiner (``layers.py``), with separate source and target
-embeddings and no mapper: the baseline the hybrid has to beat at about the same size.
-Implements the common seq2seq interface (``training/models/__init__.py``).
+The ContextRefiner's layers and interface with a source embedding of its own and no mapper:
+the baseline the hybrid has to beat at about the same size. Everything but the encoder input
+is the ContextRefiner's (``context_refiner.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
 from torch import Tensor, nn
 
-from training.models.layers import (
-    KV,
-    KVCache,
-    LossOutput,
-    Memory,
-    SinusoidalPositions,
-    TransformerDecoder,
-    TransformerEncoder,
-    default_positions,
-    sequence_loss,
-)
+from training.models.context_refiner import REFINER_PRESETS, ContextRefiner, ContextRefinerConfig
+from training.models.layers import Memory, default_positions
+
+TRANSFORMER_PRESETS: dict[str, dict] = REFINER_PRESETS
 
 
 @dataclass(frozen=True)
-class CharTransformerConfig:
-    vocab_size: int = 270
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    d_model: int = 128
-    n_heads: int = 4
-    n_enc_layers: int = 3
-    n_dec_layers: int = 3
-    ffn_dim: int = 512
-    dropout: float = 0.1
-    max_len: int = 512  # default length of a decoding cache; positions themselves are unbounded
-
+class CharTransformerConfig(ContextRefinerConfig):
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, **overrides) -> CharTransformerConfig:
         if name not in TRANSFORMER_PRESETS:
@@ -51,89 +31,15 @@ class CharTransformerConfig:
         return replace(cls(vocab_size=vocab_size, **TRANSFORMER_PRESETS[name]), **overrides)
 
 
-TRANSFORMER_PRESETS: dict[str, dict] = {
-    "default": {},
-    "tiny": {
-        "d_model": 32,
-        "n_heads": 2,
-        "n_enc_layers": 1,
-        "n_dec_layers": 1,
-        "ffn_dim": 64,
-        "dropout": 0.0,
-    },
-}
-
-
-class CharTransformer(nn.Module):
+class CharTransformer(ContextRefiner):
     def __init__(self, config: CharTransformerConfig) -> None:
-        super().__init__()
-        self.config = c = config
-        self.src_embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.tgt_embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.positions = SinusoidalPositions(c.d_model)
-        self.encoder = TransformerEncoder(
-            c.n_enc_layers, c.d_model, c.n_heads, c.ffn_dim, c.dropout
-        )
-        self.decoder = TransformerDecoder(
-            c.n_dec_layers, c.d_model, c.n_heads, c.ffn_dim, c.dropout
-        )
-        self.head = nn.Linear(c.d_model, c.vocab_size)
-        self.dropout = nn.Dropout(c.dropout)
+        super().__init__(config)
+        self.src_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
 
-    def encode(self, src_ids: Tensor, src_mask: Tensor) -> Memory:
+    def encode(self, src_ids: Tensor, src_mask: Tensor, features: Tensor | None = None) -> Memory:
+        if features is not None:
+            raise ValueError("CharTransformer takes no mapper features")
         x = self.src_embed(src_ids)
         x = x + self.positions(default_positions(src_ids)).to(x.dtype)
         states = self.encoder(self.dropout(x), src_mask)
         return Memory(states, src_mask.bool(), self.decoder.cross_kv(states))
-
-    def _embed_tgt(self, tokens: Tensor, positions: Tensor) -> Tensor:
-        x = self.tgt_embed(tokens)
-        return self.dropout(x + self.positions(positions).to(x.dtype))
-
-    def forward(self, src_ids: Tensor, src_mask: Tensor, tgt_in_ids: Tensor) -> Tensor:
-        """Teacher forcing: ``tgt_in_ids = tgt_ids[:, :-1]`` -> logits ``[b, tgt_len, vocab]``."""
-        memory = self.encode(src_ids, src_mask)
-        x = self._embed_tgt(tgt_in_ids, default_positions(tgt_in_ids))
-        return self.head(self.decoder(x, memory.cross_kv, memory.src_mask))
-
-    def loss(self, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor, **kw) -> LossOutput:
-        """``tgt_ids = [bos] + target + [eos]`` right-padded. Keyword: ``label_smoothing``."""
-        logits = self(src_ids, src_mask, tgt_ids[:, :-1])
-        ce, n = sequence_loss(logits, tgt_ids, self.config.pad_id, kw.get("label_smoothing", 0.0))
-        return LossOutput(ce, ce, None, n)
-
-    def init_cache(
-        self,
-        batch: int,
-        max_len: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> list[KVCache]:
-        w = self.head.weight
-        return self.decoder.init_cache(
-            batch, max_len or self.config.max_len, device or w.device, dtype or w.dtype
-        )
-
-    def decode(
-        self, tokens: Tensor, positions: Tensor, memory: Memory, cache: list[KVCache]
-    ) -> tuple[Tensor, list[KVCache]]:
-        """Cached decoding of ``tokens [b, n]`` at ``positions [b, n]``; see ContextRefiner."""
-        x = self._embed_tgt(tokens, positions)
-        h = self.decoder.forward_cached(x, positions, memory.cross_kv, memory.src_mask, cache)
-        return self.head(h), cache
-
-    def decode_step(
-        self,
-        tokens: Tensor,
-        positions: Tensor,
-        src_mask: Tensor,
-        cross_kv: list[KV],
-        past_kv: list[KV],
-        tgt_key_mask: Tensor,
-    ) -> tuple[Tensor, list[KV]]:
-        """Pure-tensor decoder step for export; see ContextRefiner.decode_step."""
-        x = self._embed_tgt(tokens, positions)
-        h, present = self.decoder.forward_functional(
-            x, tokens, cross_kv, src_mask, past_kv, tgt_key_mask
-        )
-        return self.head(h), present
