@@ -25,7 +25,7 @@ class ServeConfig:
     port: int = 50051
     metrics_port: int = 8002  # Triton's metrics port; 0 turns the endpoint off
     variant: str = "opt"  # which exported graph: fp32 | opt | int8 | fp16
-    device: str = "cpu"  # cpu | cuda | tensorrt
+    device: str = "cpu"  # cpu | cuda | tensorrt (onnxruntime providers) | tensorrt-native
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     decoding: str = "aggressive"  # default when a request does not say: aggressive | greedy
     max_batch_size: int = 32
@@ -43,7 +43,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         choices = {
             "variant": ("fp32", "opt", "int8", "fp16"),
-            "device": ("cpu", "cuda", "tensorrt"),
+            "device": ("cpu", "cuda", "tensorrt", "tensorrt-native"),
             "decoding": ("greedy", "aggressive"),
             "log_level": ("debug", "info", "warning", "error"),
         }

@@ -13,22 +13,26 @@ import numpy as np
 from runtime.artifact import Artifact, load_artifact
 from runtime.config import ServeConfig
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode
+from runtime.engines import Engine
 from runtime.engines.onnx import OnnxEngine
+from runtime.engines.tensorrt import TensorRTEngine
 from runtime.pipeline import Corrected, Correction, assemble, prepare
 from runtime.service import Job
 
-DECODERS = {"greedy": greedy_decode, "aggressive": aggressive_decode}
-# The execution providers each --device asks onnxruntime for, in preference order.
+# The execution providers each --device asks onnxruntime for, in preference order;
+# --device tensorrt-native runs the artifact's own TensorRT plans instead (TensorRTEngine).
 DEVICE_PROVIDERS = {"cpu": ["cpu"], "cuda": ["cuda"], "tensorrt": ["tensorrt", "cuda"]}
+NATIVE_TENSORRT = "tensorrt-native"
 
 
 class Corrector:
-    def __init__(self, artifact: Artifact, engine: OnnxEngine) -> None:
+    def __init__(self, artifact: Artifact, engine: Engine) -> None:
         self.artifact = artifact
         self.engine = engine
         self.vocab = artifact.vocab
         self.max_src_len = artifact.limits["max_src_len"]
         self.max_tgt_len = artifact.limits["max_tgt_len"]
+        self.max_n = artifact.limits["max_n"]
         self.artifact_id = artifact.manifest["checksum"][:16]
         self.has_mapper = "mapper" in artifact.graphs
 
@@ -42,7 +46,7 @@ class Corrector:
             if mode == "substitution" and self.has_mapper:
                 corrected = self._substitute(texts)
             else:
-                corrected = self._decode(texts, DECODERS[decoding])
+                corrected = self._decode(texts, decoding)
             for i, result in zip(members, corrected, strict=True):
                 results[i] = result
         return results
@@ -54,10 +58,15 @@ class Corrector:
             ids[row, : len(tokens)] = tokens
         return ids, ids != self.vocab.pad_id
 
-    def _decode(self, texts: list[str], decoder) -> list[Corrected]:
+    def _decode(self, texts: list[str], decoding: str) -> list[Corrected]:
         ids, mask = self._pad(texts)
-        max_len = min(self.max_tgt_len, int(1.5 * ids.shape[1]) + 10)
-        return [self._text(d) for d in decoder(self.engine, ids, mask, max_len)]
+        # Within the exported profiles: past + new tokens ≤ max_tgt_len + 1, new tokens ≤ max_n.
+        max_len = min(self.max_tgt_len - 1, int(1.5 * ids.shape[1]) + 10)
+        if decoding == "greedy":
+            decoded = greedy_decode(self.engine, ids, mask, max_len)
+        else:
+            decoded = aggressive_decode(self.engine, ids, mask, max_len, max_draft=self.max_n - 1)
+        return [self._text(d) for d in decoded]
 
     def _substitute(self, texts: list[str]) -> list[Corrected]:
         """One mapper pass: each character replaced by the model's choice for its position."""
@@ -108,7 +117,12 @@ def correct_texts(
 
 
 def load_corrector(config: ServeConfig) -> Corrector:
+    """The artifact's engine for ``config.device``: onnxruntime on its execution providers, or
+    (tensorrt-native) the TensorRT plans built for this GPU, whose precision is the variant
+    they were built from rather than ``config.variant``."""
     artifact = load_artifact(config.artifact)
+    if config.device == NATIVE_TENSORRT:
+        return Corrector(artifact, TensorRTEngine(artifact))
     engine = OnnxEngine(
         artifact,
         config.variant,

@@ -108,8 +108,9 @@ def aggressive_decode(
 ) -> list[Decoded]:
     """The greedy output in far fewer decoder calls when output and input mostly agree.
 
-    Each call feeds every live row its pending token followed by up to `max_draft` input
-    tokens from its cursor (plus eos once the draft reaches the input's end).
+    Each call feeds every live row its pending token followed by up to `max_draft` draft
+    tokens: the input from its cursor, then eos once the input ends. A call therefore carries
+    at most 1 + max_draft new tokens, and pending + draft never reach past max_len + 2.
     """
     src_ids, src_mask = _prepare(src_ids, src_mask)
     cross = engine.encode(src_ids, src_mask)
@@ -124,10 +125,10 @@ def aggressive_decode(
         drafts = []
         for i in live:
             row = rows[i]
-            draft = row.source[row.cursor : row.cursor + max_draft]
-            if row.cursor + max_draft >= len(row.source):
-                draft = [*draft, engine.eos_id]
-            drafts.append(draft)
+            # No use drafting past max_len; a draft that ends the input also proposes eos.
+            room = max(1, min(max_draft, max_len - len(out[i].ids)))
+            draft = row.source[row.cursor : row.cursor + room]
+            drafts.append([*draft, engine.eos_id] if len(draft) < room else draft)
         n = 1 + max(len(d) for d in drafts)
         tokens = np.full((len(live), n), engine.pad_id, dtype=np.int64)
         new_mask = np.zeros((len(live), n), dtype=bool)
