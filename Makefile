@@ -70,5 +70,7 @@ $(DATA)/test.jsonl:
 $(RUN)/checkpoints/best.json: $(DATA)/test.jsonl
 	$(MAKE) train
 
+# The demo serves the optimized fp32 graphs; `make export` adds the int8 and fp16 variants,
+# whose CER change against fp32 is held to a bound a 10-minute CPU model may not meet.
 $(ARTIFACT)/manifest.json: $(RUN)/checkpoints/best.json
-	$(KMCORRECT) export --model $(RUN) --data $(DATA) --out $(ARTIFACT) --force
+	$(KMCORRECT) export --model $(RUN) --data $(DATA) --out $(ARTIFACT) --variants fp32,opt --force
