@@ -19,7 +19,7 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check proto data train eval export serve correct demo
+.PHONY: help setup setup-apt test lint check proto data train eval export serve correct bench demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ serve:  ## serve $(ARTIFACT) over gRPC on $(PORT) until Ctrl-C / SIGTERM
 
 correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
 	$(KMCORRECT) correct --model $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
+
+bench:  ## decoding benchmark of $(ARTIFACT) on $(DATA): benchmarks/results/<device>/
+	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA)
 
 demo: $(ARTIFACT)/manifest.json  ## end to end: data → train → export → serve → correct over gRPC → stop
 	$(KMCORRECT) demo --artifact $(ARTIFACT) --data $(DATA)
