@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.engines import KV, Engine
+from runtime.engines import Engine
 
 # How far ahead in the input a mismatching model token is looked for: finding it there means
 # the model deleted the input tokens in between (spaces inside clusters, duplicated clusters).
@@ -49,11 +49,6 @@ def _prepare(src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[np.ndarray, np.
     return np.ascontiguousarray(src_ids, dtype=np.int64), np.ascontiguousarray(src_mask, bool)
 
 
-def _empty_cache(cross: list[KV]) -> list[KV]:
-    # Self- and cross-attention share heads and head_dim: a zero-length slice is an empty cache.
-    return [(k[:, :, :0], v[:, :, :0]) for k, v in cross]
-
-
 def greedy_decode(
     engine: Engine, src_ids: np.ndarray, src_mask: np.ndarray, max_len: int
 ) -> list[Decoded]:
@@ -61,7 +56,7 @@ def greedy_decode(
     leaves the batch at its eos, so finished rows cost nothing."""
     src_ids, src_mask = _prepare(src_ids, src_mask)
     cross = engine.encode(src_ids, src_mask)
-    past = _empty_cache(cross)
+    past = engine.empty_cache(cross)
     live = np.arange(src_ids.shape[0])
     tokens = np.full((len(live), 1), engine.bos_id, dtype=np.int64)
     out = [Decoded([], []) for _ in live]
@@ -78,8 +73,8 @@ def greedy_decode(
             out[row].probs.append(float(p))
         if not running.all():
             live, nxt, src_mask = live[running], nxt[running], src_mask[running]
-            cross = [(k[running], v[running]) for k, v in cross]
-            past = [(k[running], v[running]) for k, v in past]
+            cross = engine.select_rows(cross, running)
+            past = engine.select_rows(past, running)
             if not len(live):
                 break
         tokens = nxt[:, None].astype(np.int64)
@@ -114,7 +109,7 @@ def aggressive_decode(
     """
     src_ids, src_mask = _prepare(src_ids, src_mask)
     cross = engine.encode(src_ids, src_mask)
-    past = _empty_cache(cross)
+    past = engine.empty_cache(cross)
     rows = [
         _Row(i, [int(t) for t in src_ids[i][src_mask[i]]], pending=engine.bos_id)
         for i in range(src_ids.shape[0])
@@ -164,12 +159,12 @@ def aggressive_decode(
             row.pending = int(chosen[r, agreed])
             row.cursor = _realign(row, agreed)
 
-        past = _compact(present, past_len, cached, np.array(kept))
+        past = engine.compact(present, past_len, cached, np.array(kept))
         running = np.array([not rows[i].done for i in live])
         if not running.all():
             live, src_mask = live[running], src_mask[running]
-            cross = [(k[running], v[running]) for k, v in cross]
-            past = [(k[running], v[running]) for k, v in past]
+            cross = engine.select_rows(cross, running)
+            past = engine.select_rows(past, running)
     return out
 
 
@@ -190,15 +185,3 @@ def _realign(row: _Row, agreed: int) -> int:
     if row.pending in ahead:
         return cursor + 2 + ahead.index(row.pending)
     return cursor
-
-
-def _compact(present: list[KV], past_len: int, cached: np.ndarray, kept: np.ndarray) -> list[KV]:
-    """Keep each row's cached slots and its newly kept ones, left-aligned; drop the rest."""
-    width = int((cached + kept).max())
-    slots = np.arange(width)[None]
-    # Slot s of a row comes from its old cache while s < cached, else from the new tokens.
-    source = np.where(slots < cached[:, None], slots, past_len + slots - cached[:, None])
-    source = np.minimum(source, past_len + kept.max() - 1)[:, None, :, None]
-    return [
-        (np.take_along_axis(k, source, 2), np.take_along_axis(v, source, 2)) for k, v in present
-    ]

@@ -28,10 +28,10 @@ import runtime.engines.tensorrt as native
 from runtime.artifact import ENGINE_INFO, load_artifact, sha256_file
 from runtime.config import ServeConfig
 from runtime.corrector import correct_texts, load_corrector
-from runtime.decoding import _compact, _empty_cache, aggressive_decode, greedy_decode
+from runtime.decoding import aggressive_decode, greedy_decode
+from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import (
-    CacheOps,
     DeviceArray,
     Gpu,
     HostMemory,
@@ -143,19 +143,21 @@ def test_device_arrays_do_what_the_decoders_do_to_numpy_arrays():
         # Aggressive decoding's compaction: runs of old slots, new slots, one repeated slot.
         cached, kept = rng.integers(0, past + 1, b), rng.integers(1, n + 1, b)
         ops = CacheOps()
-        want = _compact([(array, array)], past, cached, kept)[0][0]
-        for cache in ([(array, array)], [(handle, handle)]):
-            got = ops.compact(cache, past, cached, kept)[0][0]
-            got = got.numpy() if isinstance(got, DeviceArray) else got
-            np.testing.assert_array_equal(got, want)
+        want = ops.compact([(array, array)], past, cached, kept)[0][0]
+        got = ops.compact([(handle, handle)], past, cached, kept)[0][0]
+        np.testing.assert_array_equal(got.numpy(), want)
+        for row in range(b):  # each row: its old slots, then its kept new ones, left-aligned
+            c, k = int(cached[row]), int(kept[row])
+            np.testing.assert_array_equal(want[row, :, :c], array[row, :, :c])
+            np.testing.assert_array_equal(want[row, :, c : c + k], array[row, :, past : past + k])
 
 
-def test_cache_ops_defaults_are_the_decoders_numpy_code():
+def test_cache_ops_defaults():
     rng = np.random.default_rng(1)
     cross = [tuple(rng.standard_normal((3, 2, 5, 4)).astype(np.float32) for _ in "kv")]
     ops = CacheOps()
-    for (k, v), (ek, ev) in zip(ops.empty_cache(cross), _empty_cache(cross), strict=True):
-        assert k.shape == ek.shape and v.shape == ev.shape
+    for k, v in ops.empty_cache(cross):
+        assert k.shape == v.shape == (3, 2, 0, 4)
     running = np.array([True, False, True])
     (k, v), ((ck, cv),) = ops.select_rows(cross, running)[0], cross
     np.testing.assert_array_equal(k, ck[running])

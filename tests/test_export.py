@@ -21,6 +21,7 @@ from export.build import export_artifact
 from export.config import ExportConfig
 from export.graphs import graph_wrappers
 from runtime.decoding import greedy_decode
+from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from tests.conftest import KHMER_SENTENCES
@@ -157,7 +158,7 @@ def test_int8_and_mapper_run(artifact, vocab):
 # --------------------------------------------------------------------------- runtime decoding
 
 
-class ScriptedEngine:
+class ScriptedEngine(CacheOps):
     """Emits a fixed token sequence per row, whatever it is fed, counting decoder rows."""
 
     pad_id, bos_id, eos_id = 0, 1, 2

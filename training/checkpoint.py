@@ -14,7 +14,6 @@ tensors; a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from runtime.artifact import sha256_file
 from runtime.errors import UserError
 from runtime.text import Vocab
 from training.models import model_from_config
@@ -59,14 +59,6 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save(
     directory: Path,
     tag: str,
@@ -89,7 +81,7 @@ def save(
         "model": model_name,
         "model_config": asdict(model.config),
         "vocab": vocab.to_dict(),
-        "sha256": _sha256(weights),
+        "sha256": sha256_file(weights),
         **meta,
     }
     info = directory / f"{tag}.json"
@@ -129,7 +121,7 @@ def load(path: Path, tag: str = "best") -> Checkpoint:
     weights = info.with_suffix(".safetensors")
     if not weights.exists():
         raise UserError(f"{info}: its tensors file {weights.name} is missing")
-    if _sha256(weights) != meta.get("sha256"):
+    if sha256_file(weights) != meta.get("sha256"):
         raise UserError(f"{weights}: sha256 does not match {info.name}; the file is corrupt")
     try:
         tensors = load_file(weights)

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.engines import KV
+from runtime.engines import KV, CacheOps
 from runtime.errors import UserError
 from training.models import CharTransformer, HybridCorrector
 
 TransformerModels = (HybridCorrector, CharTransformer)
 
 
-class TorchEngine:
+class TorchEngine(CacheOps):
     """The `runtime.engines.Engine` interface over a torch transformer model, in eval mode."""
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:

@@ -23,8 +23,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import Artifact
-from runtime.engines import KV
-from runtime.engines.tensorrt import CacheOps, DeviceArray, HostMemory, cuda_memory
+from runtime.engines import KV, CacheOps
+from runtime.engines.tensorrt import DeviceArray, HostMemory, cuda_memory
 from runtime.errors import UserError
 
 log = logging.getLogger("kmcorrect.engine")

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.artifact import Artifact
+from runtime.engines import CacheOps
 from runtime.errors import UserError
 
 log = logging.getLogger("kmcorrect.engine")
@@ -508,39 +509,6 @@ def _segments(idx: np.ndarray):
 
 
 # --- the cache operations of the decoders, as engine methods ---------------------------------
-
-
-class CacheOps:
-    """What the decoders do to a cache (a list of per-layer ``(k, v)``, ``[b, heads, slots,
-    head_dim]``), as engine methods: the proposed extension of `runtime.engines.Engine`.
-
-    The defaults are the numpy code of `runtime.decoding` as it stands (``_empty_cache``, the
-    row selection of finished rows, ``_compact``), written against the array interface that
-    both numpy arrays and `DeviceArray` handles offer, so they run on the device for the GPU
-    engines; an engine can override them (a fused gather kernel, say).
-    """
-
-    def empty_cache(self, cross: list) -> list:
-        """A zero-length self-attention cache shaped after the cross keys/values
-        (self- and cross-attention share heads and head_dim)."""
-        return [(k[:, :, :0], v[:, :, :0]) for k, v in cross]
-
-    def select_rows(self, cache: list, rows: np.ndarray) -> list:
-        """The rows ``rows`` (a boolean mask or indices over the batch) of every tensor."""
-        return [(k[rows], v[rows]) for k, v in cache]
-
-    def compact(self, present: list, past_len: int, cached: np.ndarray, kept: np.ndarray) -> list:
-        """Keep each row's ``cached`` old slots and its ``kept`` new ones (the first of the
-        ``n`` slots after ``past_len``), left-aligned, ``max(cached + kept)`` wide; slots past
-        a row's own ``cached + kept`` are padding the decoder masks out."""
-        width = int((cached + kept).max())
-        slots = np.arange(width)[None]
-        # Slot s of a row comes from its old cache while s < cached, else from the new tokens.
-        source = np.where(slots < cached[:, None], slots, past_len + slots - cached[:, None])
-        source = np.minimum(source, past_len + kept.max() - 1)[:, None, :, None]
-        return [
-            (np.take_along_axis(k, source, 2), np.take_along_axis(v, source, 2)) for k, v in present
-        ]
 
 
 # --- the engine -----------------------------------------------------------------------------------
