@@ -33,6 +33,7 @@ import onnxruntime as ort
 
 from runtime.artifact import load_artifact
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode
+from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from runtime.pipeline import prepare
@@ -100,6 +101,7 @@ class Piece:
     # Between the input and the greedy output: contiguous edited places, and the output
     # characters they put in (every output character not copied from the input).
     edits: tuple[int, int] | None = None
+    target: list[int] | None = None  # the reference's ids, for --oracle
 
 
 def make_batches(pieces: list[Piece], batch_size: int, seed: int) -> list[list[Piece]]:
@@ -156,6 +158,49 @@ def slug(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- running
+
+
+class OracleEngine(CacheOps):
+    """An engine that runs the real decoder graph on every call (so each call costs what it
+    costs) but answers with the reference target instead of the model's choice: greedy and
+    aggressive decoding of a model that outputs exactly the reference. One row per batch; the
+    caller sets ``target`` (the reference ids of the piece) before each decoder call."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.pad_id, self.bos_id, self.eos_id = engine.pad_id, engine.bos_id, engine.eos_id
+        self.target: list[int] = []
+        self.vocab_size: int | None = None
+
+    def encode(self, src_ids, src_mask):
+        return self.engine.encode(src_ids, src_mask)
+
+    def decode(self, tokens, positions, src_mask, tgt_key_mask, cross, past):
+        logits, present = self.engine.decode(tokens, positions, src_mask, tgt_key_mask, cross, past)
+        # The token at position p is followed by output token p: the target's, then eos.
+        answer = np.array([[*self.target, self.eos_id]], dtype=np.int64)
+        chosen = answer[0, np.minimum(positions, answer.shape[1] - 1)]
+        oracle = np.zeros_like(logits)
+        np.put_along_axis(oracle, chosen[..., None], 10.0, -1)
+        return oracle, present
+
+    def empty_cache(self, cross):
+        return self.engine.empty_cache(cross)
+
+    def select_rows(self, cache, rows):
+        return self.engine.select_rows(cache, rows)
+
+    def compact(self, present, past_len, cached, kept):
+        return self.engine.compact(present, past_len, cached, kept)
+
+
+def _oracle_targets(row: dict, vocab, max_src_len: int) -> list[list[int]]:
+    """The target's model pieces as ids when they pair one for one with the input's, else []."""
+    sources = prepare(row["input"], vocab, max_src_len).model_inputs
+    targets = prepare(row.get("target") or "", vocab, max_src_len).model_inputs
+    if not sources or len(sources) != len(targets):
+        return []
+    return [vocab.encode(t) for t in targets]
 
 
 def decode(engine, name: str, ids, mask, max_len: int, max_draft: int) -> list[Decoded]:
@@ -315,22 +360,35 @@ def run(args: argparse.Namespace) -> dict:
     out_dir = Path(args.out) if args.out else Path("benchmarks/results") / slug(device)
 
     rows = sample_rows(Path(args.data) / "test.jsonl", args.rows, args.seed)
+    sampled = len(rows)
+    if args.oracle:
+        if args.batch_size != 1:
+            raise UserError("--oracle needs --batch-size 1")
+        # Rows whose target cuts into as many model pieces as their input, piece for piece.
+        rows = [row for row in rows if len(_oracle_targets(row, vocab, max_src_len)) > 0]
+        engine = OracleEngine(engine)
     pieces = []
     for index, row in enumerate(rows):
-        for text in prepare(row["input"], vocab, max_src_len).model_inputs:
-            pieces.append(Piece(index, leaf_group(row), text, vocab.encode(text)))
+        targets = _oracle_targets(row, vocab, max_src_len) if args.oracle else None
+        for k, text in enumerate(prepare(row["input"], vocab, max_src_len).model_inputs):
+            piece = Piece(index, leaf_group(row), text, vocab.encode(text))
+            piece.target = targets[k] if targets else None
+            pieces.append(piece)
     batches = make_batches(pieces, args.batch_size, args.seed)
     padded = [pad(batch, engine.pad_id) for batch in batches]
     # As the service does (runtime.corrector.Corrector._decode).
     max_lens = [min(max_tgt_len, int(1.5 * ids.shape[1]) + 10) for ids, _ in padded]
     log = args.log
     max_n = artifact.limits.get("max_n")
-    if max_n is not None and args.max_draft + 2 > max_n:
-        # pending token + draft + eos: beyond what export verified (fine on CPU onnxruntime,
-        # whose shapes are free; outside a TensorRT profile).
+    if args.max_draft is None:
+        # As the service does (runtime.corrector): pending token + draft within max_n.
+        args.max_draft = max(1, (max_n or 65) - 1)
+    if max_n is not None and args.max_draft + 1 > max_n:
+        # Pending token + draft: beyond what export verified (fine on CPU onnxruntime, whose
+        # shapes are free; outside a TensorRT profile).
         log(
             f"note: --max-draft {args.max_draft} makes decoder calls of up to "
-            f"{args.max_draft + 2} tokens; the artifact was verified up to max_n {max_n}"
+            f"{args.max_draft + 1} tokens; the artifact was verified up to max_n {max_n}"
         )
 
     log(
@@ -340,6 +398,8 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     for b in range(min(args.warmup, len(batches))):
         for d in DECODERS:
+            if args.oracle:
+                engine.target = batches[b][0].target
             decode(engine, d, *padded[b], max_lens[b], args.max_draft)
 
     seconds: list[list[dict[str, float]]] = []  # [repeat][batch][decoder]
@@ -350,6 +410,8 @@ def run(args: argparse.Namespace) -> dict:
             order = DECODERS if (b + repeat) % 2 == 0 else DECODERS[::-1]
             timing = {}
             for d in order:
+                if args.oracle:
+                    engine.target = batch[0].target
                 t0 = time.perf_counter()
                 result = decode(engine, d, *padded[b], max_lens[b], args.max_draft)
                 timing[d] = time.perf_counter() - t0
@@ -401,6 +463,8 @@ def run(args: argparse.Namespace) -> dict:
             "threads": args.threads,
             "batch_size": args.batch_size,
             "max_draft": args.max_draft,
+            "oracle": args.oracle,
+            "oracle_skipped_rows": sampled - len(rows),
             "rows_asked": args.rows,
             "repeats": args.repeats,
             "warmup_batches": args.warmup,
@@ -450,9 +514,16 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def engine_label(config: dict) -> str:
+    label = f"onnxruntime {config['variant']}"
     if config.get("engine") == "torch":
-        return f"torch on `{config.get('checkpoint')}`"
-    return f"onnxruntime {config['variant']}"
+        label = f"torch on `{config.get('checkpoint')}`"
+    if config.get("oracle"):
+        label += (
+            " **with oracle choices** (the decoder graph runs on every call, but the reference "
+            f"target is taken in place of the model's choice; {config['oracle_skipped_rows']} "
+            "sampled rows skipped whose target does not cut into the same model pieces)"
+        )
+    return label
 
 
 def _ratio_table(groups: dict) -> list[str]:
@@ -566,9 +637,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "from the artifact)",
     )
     p.add_argument("--model", default=None, help="checkpoint for --engine torch")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="take the reference target in place of the model's choices (the graph still runs "
+        "on every call): the speedup for a model that outputs exactly the reference; batch 1",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime intra-op")
-    p.add_argument("--max-draft", type=int, default=64, help="aggressive draft length")
+    p.add_argument(
+        "--max-draft",
+        type=int,
+        default=None,
+        help="aggressive draft length (default: the artifact's max_n - 1, as served)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed passes over all batches")
     p.add_argument("--warmup", type=int, default=8, help="batches decoded untimed first")
     p.add_argument("--seed", type=int, default=0)
@@ -578,7 +660,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     for flag in ("rows", "batch_size", "threads", "max_draft", "repeats"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
 
 

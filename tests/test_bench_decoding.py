@@ -52,3 +52,14 @@ def test_benchmark_runs_the_torch_path(artifact, data_dir, run_dir, tmp_path):
     assert results["config"]["engine"] == "torch"
     passes = results["groups"]["all"]["passes_per_char"]
     assert passes["aggressive"] < passes["greedy"]
+
+
+def test_benchmark_oracle_takes_the_reference(artifact, data_dir, tmp_path):
+    argv = ["--artifact", str(artifact.path), "--data", str(data_dir), "--rows", "8"]
+    argv += ["--repeats", "1", "--warmup", "1", "--threads", "1", "--out", str(tmp_path)]
+    results = main([*argv, "--oracle"], log=lambda _: None)
+    assert results["config"]["oracle"] and results["identity"]["differing_rows"] == 0
+    everything = results["groups"]["all"]
+    # The reference differs from its damaged input by one edit: almost everything is copied.
+    assert everything["edit_regions"] <= everything["pieces"]
+    assert everything["passes_per_char"]["aggressive"] < 0.25
