@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -29,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from benchmarks.common import device_name, environment, slug, spread
 from runtime.artifact import load_artifact
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode
 from runtime.engines import CacheOps
@@ -126,37 +123,6 @@ def pad(batch: list[Piece], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, ids != pad_id
 
 
-# ---------------------------------------------------------------------------------- device
-
-
-def device_name(providers: list[str]) -> str:
-    if "CUDAExecutionProvider" in providers or "TensorrtExecutionProvider" in providers:
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            if out:
-                return out.splitlines()[0].strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-        return "unknown NVIDIA GPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def slug(name: str) -> str:
-    name = re.sub(r"\((r|tm)\)", "", name.lower())
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown"
-
-
 # ---------------------------------------------------------------------------------- running
 
 
@@ -245,10 +211,6 @@ def call_costs(engine, pieces, batch_size: int, max_draft: int, repeats: int) ->
         "seconds": {str(n): t for n, t in seconds.items()},
         "relative": {str(n): t / seconds[1] for n, t in seconds.items()},
     }
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def summarize(rows, batches, seconds, max_lens, vocab, include=None) -> dict:
@@ -395,7 +357,7 @@ def run(args: argparse.Namespace) -> dict:
         f"{len(rows)} rows -> {len(pieces)} model pieces in {len(batches)} batches of "
         f"<= {args.batch_size}; {device}; {providers[0]}, {args.threads} threads"
     )
-    load_before = os.getloadavg()
+    env = environment()
     for b in range(min(args.warmup, len(batches))):
         for d in DECODERS:
             if args.oracle:
@@ -472,14 +434,7 @@ def run(args: argparse.Namespace) -> dict:
             "max_src_len": max_src_len,
             "max_tgt_len": max_tgt_len,
         },
-        "environment": {
-            "onnxruntime": ort.__version__,
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
+        "environment": {**env, "load_average_after": os.getloadavg()},
         "rows": len(rows),
         "pieces": len(pieces),
         "batches": len(batches),

@@ -1,0 +1,60 @@
+"""What every benchmark shares: the device name results are filed under, medians with their
+spread, and the environment a run records beside its numbers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+
+def device_name(providers: list[str]) -> str:
+    """The GPU's name when a CUDA or TensorRT provider runs, else the CPU model."""
+    if "CUDAExecutionProvider" in providers or "TensorrtExecutionProvider" in providers:
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            if out:
+                return out.splitlines()[0].strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+        return "unknown NVIDIA GPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def slug(name: str) -> str:
+    """A device name as a folder name: `Intel(R) Xeon(R) Processor` -> `intel-xeon-processor`."""
+    name = re.sub(r"\((r|tm)\)", "", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown"
+
+
+def spread(values: list[float]) -> dict:
+    """Median with min and max: how every repeated measurement is reported."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def environment() -> dict:
+    """Versions and machine state recorded beside the numbers (call once before timing)."""
+    import onnxruntime as ort
+
+    return {
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
