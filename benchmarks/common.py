@@ -9,7 +9,26 @@ import re
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class BenchContext:
+    """What `kmcorrect bench` hands every suite. A suite is a module with
+    `run(ctx) -> dict` (its JSON-able section, including `targets`: a list of
+    {"target", "measured", "met"} rows for the headline table), `markdown(section) -> str`
+    and `plots(section, out_dir) -> list[str]` (the PNG file names it wrote)."""
+
+    artifact: Path  # exported artifact (kmcorrect export)
+    data: Path  # data directory; its test.jsonl is the input
+    model: Path | None = None  # run directory or checkpoint, for torch and CTranslate2
+    quick: bool = True  # the CPU quick mode (<= 10 minutes for every suite together)
+    device: str = "cpu"  # cpu | cuda
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 0
+    log: Callable[[str], None] = print
 
 
 def device_name(providers: list[str]) -> str:
