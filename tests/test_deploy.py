@@ -335,7 +335,7 @@ def test_dockerignore_keeps_data_runs_artifacts_and_caches_out() -> None:
     patterns = dockerignore_patterns()
     for path in (
         "data/default/train.jsonl",
-        "runs/hybrid-default/checkpoints/best.safetensors",
+        "runs/hybrid-default/checkpoints/best.0123456789abcdef.safetensors",
         "artifacts/hybrid-default/encoder.onnx",
         "artifacts/hybrid-default/engines/a100/decoder.plan",
         ".git/HEAD",

@@ -7,6 +7,7 @@ corrector whose output is known; untrained models stand in for ones that rewrite
 from __future__ import annotations
 
 import json
+import shutil
 from html.parser import HTMLParser
 
 import pytest
@@ -345,7 +346,7 @@ def test_cli_writes_into_the_run_by_default(kmcorrect, workspace, source_widths)
 
 
 def _corrupt_tensors(run):
-    weights = run / "checkpoints" / "best.safetensors"
+    weights = checkpoint.tensors_path(run / "checkpoints" / "best.json")
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
 
 
@@ -359,10 +360,7 @@ def _foreign_json(run):
 )
 def test_cli_rejects_a_damaged_checkpoint(kmcorrect, workspace, tmp_path, capsys, damage, message):
     run = tmp_path / "run"
-    for name in ("best.json", "best.safetensors"):
-        source = workspace / "runs" / "transformer" / "checkpoints" / name
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run / "checkpoints" / name).write_bytes(source.read_bytes())
+    shutil.copytree(workspace / "runs" / "transformer" / "checkpoints", run / "checkpoints")
     damage(run)
     assert kmcorrect("--model", run, "--data", workspace / "data") == 2
     error = capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 
 import numpy as np
 import onnx
@@ -258,12 +259,11 @@ def test_bad_inputs_are_user_errors(run_dir, tmp_path, vocab):
     with pytest.raises(UserError, match="checkpoint not found"):
         export_artifact(tmp_path / "nope.json", tmp_path / "a", log=lambda _: None)
     broken = tmp_path / "broken"
-    for name in ("best.json", "best.safetensors"):
-        (broken / name).parent.mkdir(exist_ok=True)
-        (broken / name).write_bytes((run_dir / "checkpoints" / name).read_bytes())
-    data = bytearray((broken / "best.safetensors").read_bytes())
+    shutil.copytree(run_dir / "checkpoints", broken)
+    weights = checkpoint.tensors_path(broken / "best.json")
+    data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
-    (broken / "best.safetensors").write_bytes(bytes(data))
+    weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match="corrupt"):
         export_artifact(broken, tmp_path / "a", log=lambda _: None)
     lstm = tmp_path / "lstm"

@@ -223,7 +223,7 @@ def test_corrupt_or_foreign_checkpoint_on_resume(data: Path, tmp_path: Path):
     with pytest.raises(UserError, match="nothing to resume"):
         train(config(data, tmp_path / "run", resume=True))
     train(config(data, tmp_path / "run", max_steps=1))
-    weights = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    weights = checkpoint.tensors_path(tmp_path / "run" / "checkpoints" / "last.json")
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(UserError, match="corrupt"):
         train(config(data, tmp_path / "run", max_steps=2, resume=True))

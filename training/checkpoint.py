@@ -1,15 +1,18 @@
 """Checkpoints as safetensors (every tensor) + JSON (everything else), written atomically.
 
-    <run>/checkpoints/<tag>.safetensors   model.* weights, optim.<param>.<key> optimizer
-                                          state, rng.torch (and rng.cuda.<i>) generator states
+    <run>/checkpoints/<tag>.<sha16>.safetensors   model.* weights, optim.<param>.<key>
+                                          optimizer state, rng.torch (and rng.cuda.<i>)
+                                          generator states
     <run>/checkpoints/<tag>.json          format/version, model name + config, vocabulary,
                                           progress (epoch, step, batch position), metrics,
                                           optimizer param groups, scheduler, Python RNG state,
-                                          sha256 of the .safetensors file
+                                          the tensors file's name and sha256
 
-No pickle anywhere: a checkpoint from an untrusted source can at worst fail to load. The JSON
-is written last, so a checkpoint is complete exactly when its JSON names the hash of its
-tensors; a crash mid-write leaves the previous checkpoint intact.
+No pickle anywhere: a checkpoint from an untrusted source can at worst fail to load. Tensors
+files are named by their content and never overwritten; the JSON is replaced last, in one
+rename, and only then are the tag's older tensors files removed. So a process killed at any
+instant (SIGKILL, power loss) leaves a JSON naming a complete tensors file: the new checkpoint
+or the previous one, never a mix.
 """
 
 from __future__ import annotations
@@ -45,18 +48,25 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]  # everything in the safetensors file (model.*, optim.*, rng.*)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def tensors_path(info: Path) -> Path:
+    """The tensors file a checkpoint JSON names (its `tensors` entry)."""
+    meta = json.loads(Path(info).read_text(encoding="utf-8"))
+    return Path(info).parent / meta["tensors"]
+
+
+def _write_temp(directory: Path, name: str, write) -> Path:
+    """A fsynced temp file beside `name`, filled by `write(path)`; the caller renames it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def save(
@@ -69,24 +79,34 @@ def save(
     meta: dict,
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write <directory>/<tag>.safetensors and <tag>.json; returns the JSON path."""
+    """Write <directory>/<tag>.<sha16>.safetensors, then <tag>.json naming it; returns the
+    JSON path."""
     directory = Path(directory)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
-    weights = directory / f"{tag}.safetensors"
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    staged = _write_temp(directory, f"{tag}.safetensors", lambda tmp: save_file(tensors, tmp))
+    digest = sha256_file(staged)
+    weights = directory / f"{tag}.{digest[:16]}.safetensors"
+    os.replace(staged, weights)
     record = {
         "format": FORMAT,
         "version": VERSION,
         "model": model_name,
         "model_config": asdict(model.config),
         "vocab": vocab.to_dict(),
-        "sha256": sha256_file(weights),
+        "tensors": weights.name,
+        "sha256": digest,
         **meta,
     }
     info = directory / f"{tag}.json"
     text = json.dumps(record, ensure_ascii=False, indent=1)
-    _atomic_write(info, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    os.replace(
+        _write_temp(directory, info.name, lambda tmp: Path(tmp).write_text(text, "utf-8")), info
+    )
+    # Committed: the tag's older tensors files, and temp files a killed save left, can go.
+    for stale in [*directory.glob(f"{tag}.*.safetensors"), *directory.glob(f".{tag}.*.tmp")]:
+        if stale != weights:
+            stale.unlink(missing_ok=True)
     return info
 
 
@@ -98,8 +118,8 @@ def resolve(path: Path, tag: str = "best") -> Path:
             if candidate.exists():
                 return candidate
         raise UserError(f"no '{tag}' checkpoint in {path} (expected checkpoints/{tag}.json)")
-    if path.suffix == ".safetensors":
-        path = path.with_suffix(".json")
+    if path.suffix == ".safetensors":  # <tag>.<sha16>.safetensors -> <tag>.json
+        path = path.with_name(path.name.split(".")[0] + ".json")
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     return path
@@ -118,7 +138,9 @@ def load(path: Path, tag: str = "best") -> Checkpoint:
         raise UserError(f"{info}: not a khmer-correct checkpoint (format is not {FORMAT!r})")
     if meta.get("version") != VERSION:
         raise UserError(f"{info}: checkpoint version {meta.get('version')} is not {VERSION}")
-    weights = info.with_suffix(".safetensors")
+    if not isinstance(meta.get("tensors"), str) or Path(meta["tensors"]).name != meta["tensors"]:
+        raise UserError(f"{info}: names no tensors file in this folder")
+    weights = info.parent / meta["tensors"]
     if not weights.exists():
         raise UserError(f"{info}: its tensors file {weights.name} is missing")
     if sha256_file(weights) != meta.get("sha256"):
