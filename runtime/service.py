@@ -36,11 +36,16 @@ class CorrectionService:
         *,
         piece_len: int,
         max_text_chars: int,
+        pieces_in_flight: int,
     ) -> None:
         self.batcher = batcher
         self.vocab = vocab
         self.piece_len = piece_len
         self.max_text_chars = max_text_chars
+        # A request queues at most this many of its pieces at a time, so that one long text
+        # cut into thousands of pieces (Khmer between emoji, say) can neither overflow the
+        # queue by itself nor keep everyone else's requests waiting behind all of its pieces.
+        self.pieces_in_flight = pieces_in_flight
 
     async def correct(
         self,
@@ -56,11 +61,17 @@ class CorrectionService:
                 f"text has {len(text)} characters; the limit is {self.max_text_chars}"
             )
         prepared = prepare(text, self.vocab, self.piece_len)
-        pieces = [
-            self.batcher.submit(Job(piece, mode, decoding), length=len(piece), deadline=deadline)
-            for piece in prepared.model_inputs
-        ]
-        corrected = await _gather_or_cancel(pieces)
+        window = asyncio.Semaphore(self.pieces_in_flight)
+
+        async def submit(piece: str) -> Corrected:
+            async with window:
+                job = Job(piece, mode, decoding)
+                return await self.batcher.submit(job, length=len(piece), deadline=deadline)
+
+        # Each distinct piece is corrected once: text cut up by foreign characters repeats them.
+        distinct = list(dict.fromkeys(prepared.model_inputs))
+        answers = dict(zip(distinct, await _gather_or_cancel(map(submit, distinct)), strict=True))
+        corrected = [answers[piece] for piece in prepared.model_inputs]
         return assemble(prepared, corrected, with_spans=with_spans)
 
 

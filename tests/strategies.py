@@ -86,3 +86,33 @@ def damaged_pairs(draw: st.DrawFn) -> tuple[str, str]:
         elif position < len(source):
             source[position : position + 1] = [] if edit == "delete" else [insertion]
     return "".join(source), target
+
+
+# What a hostile or broken client sends: every kind of character a text pipeline trips on.
+CONTROLS = [chr(cp) for cp in [*range(0x20), *range(0x7F, 0xA0)]]  # NUL included
+COMBINING = [chr(cp) for cp in range(0x300, 0x370)]  # marks with no base of their own
+INVISIBLE = [ZWSP, ZWNJ, ZWJ, "\u2060", "\ufeff", "\u00ad", "\u034f", "\u180e"]
+BIDI = [
+    *"\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    *(chr(cp) for cp in range(0x5D0, 0x5EB)),  # Hebrew
+    *(chr(cp) for cp in range(0x627, 0x64B)),  # Arabic
+]
+EMOJI = ["😀", "👍🏽", "🇰🇭", "👩\u200d👩\u200d👧", "❤\ufe0f", "🏳️‍🌈", "\U0001f9d1\u200d\U0001f4bb"]
+ODDITIES = ["\ufffd", "\uffff", "\ufffe", "\U0010ffff", "\ue000", "\U000e0041", "\u2028", "\u2029"]
+
+
+def hostile_text(max_pieces: int = 30) -> st.SearchStrategy[str]:
+    """Khmer-like text laced with control characters (NUL too), combining marks without a
+    base, lone joiners, right-to-left text and bidi controls, emoji, non-characters and any
+    other code point that UTF-8 can carry."""
+    piece = st.one_of(
+        khmer_text(8),
+        st.sampled_from(CONTROLS),
+        st.sampled_from(COMBINING + KHMER_SIGNS),
+        st.sampled_from(INVISIBLE),
+        st.sampled_from(BIDI),
+        st.sampled_from(EMOJI),
+        st.sampled_from(ODDITIES),
+        st.text(st.characters(codec="utf-8"), max_size=8),
+    )
+    return st.lists(piece, max_size=max_pieces).map("".join)

@@ -173,3 +173,36 @@ def test_stop_drains_queued_work_and_refuses_new():
     start = time.monotonic()
     assert run(main()) == [0, 2, 4, 6, 8, 10]
     assert time.monotonic() - start < 0.9
+
+
+def test_a_text_of_many_pieces_holds_a_bounded_window_and_corrects_each_distinct_piece_once(
+    vocab,
+):
+    """Khmer cut up by emoji: 300 model pieces, 100 distinct, through a queue of 8 places."""
+    from runtime.pipeline import Corrected
+    from runtime.service import CorrectionService
+
+    words = [f"ក{chr(0x1780 + i // 10)}{chr(0x17B6 + i % 10)}" for i in range(100)]
+    text = "😀".join(words * 3)
+    seen: list[str] = []
+    peak = []
+
+    def engine(jobs):
+        seen.extend(job.text for job in jobs)
+        peak.append(batcher.queued)
+        return [Corrected(job.text[::-1], [1.0] * len(job.text)) for job in jobs]
+
+    async def main():
+        service = CorrectionService(
+            batcher, vocab, piece_len=50, max_text_chars=10_000, pieces_in_flight=8
+        )
+        batcher.start()
+        result = await service.correct(text)
+        await batcher.stop()
+        return result
+
+    batcher = DynamicBatcher(engine, BatcherConfig(max_batch_size=4, max_queue_size=8))
+    result = run(main())
+    assert result.text == "😀".join(w[::-1] for w in words * 3)
+    assert sorted(seen) == sorted(set(words))
+    assert max(peak) <= 8
