@@ -5,7 +5,14 @@
         result.text, result.spans
 
 Both speak the same RPCs with the same defaults; errors surface as `grpc.RpcError` with the
-server's status code and message.
+server's status code and message. Against a server with TLS and a bearer token:
+
+    from runtime.security import channel_credentials, read_token
+
+    Client("host:50051", credentials=channel_credentials(ca="ca.pem"), token=read_token("token"))
+
+(`channel_credentials(ca, cert, key)` for mutual TLS; `channel_credentials()` trusts the
+system's roots.)
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto import corrector_pb2, corrector_pb2_grpc
 from runtime.pipeline import ScoredSpan
+from runtime.security import bearer_metadata
 
 _MODES = {"full": corrector_pb2.MODE_FULL, "substitution": corrector_pb2.MODE_SUBSTITUTION}
 _DECODINGS = {
@@ -56,12 +64,30 @@ def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def _channel(grpc_module, target, credentials, max_message_bytes):
+    """A channel of `grpc_module` (grpc or grpc.aio): TLS with `credentials`, else plaintext."""
+    options = _channel_options(max_message_bytes)
+    if credentials is None:
+        return grpc_module.insecure_channel(target, options=options)
+    return grpc_module.secure_channel(target, credentials, options=options)
+
+
 class Client:
+    """`credentials` (runtime.security.channel_credentials) turns on TLS; `token` is sent as
+    `authorization: Bearer <token>` with every call."""
+
     def __init__(
-        self, target: str, *, timeout: float | None = 60.0, max_message_bytes: int = 8 << 20
+        self,
+        target: str,
+        *,
+        timeout: float | None = 60.0,
+        max_message_bytes: int = 8 << 20,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._metadata = bearer_metadata(token) if token else None
+        self._channel = _channel(grpc, target, credentials, max_message_bytes)
         self._stub = corrector_pb2_grpc.CorrectorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -69,7 +95,7 @@ class Client:
         self, text: str, *, mode: str = "full", decoding: str | None = None, spans: bool = True
     ) -> Result:
         request = corrector_pb2.CorrectRequest(text=text, options=_options(mode, decoding, spans))
-        return _result(self._stub.Correct(request, timeout=self.timeout))
+        return _result(self._stub.Correct(request, timeout=self.timeout, metadata=self._metadata))
 
     def correct_batch(
         self,
@@ -82,7 +108,8 @@ class Client:
         request = corrector_pb2.CorrectBatchRequest(
             texts=texts, options=_options(mode, decoding, spans)
         )
-        return [_result(r) for r in self._stub.CorrectBatch(request, timeout=self.timeout).results]
+        response = self._stub.CorrectBatch(request, timeout=self.timeout, metadata=self._metadata)
+        return [_result(r) for r in response.results]
 
     def correct_stream(
         self,
@@ -95,12 +122,16 @@ class Client:
         """One result per text, in order, while later texts are still being sent."""
         options = _options(mode, decoding, spans)
         requests = (corrector_pb2.CorrectRequest(text=t, options=options) for t in texts)
-        for response in self._stub.CorrectStream(requests, timeout=self.timeout):
+        responses = self._stub.CorrectStream(
+            requests, timeout=self.timeout, metadata=self._metadata
+        )
+        for response in responses:
             yield _result(response)
 
     def health(self, service: str = "") -> str:
         """SERVING, NOT_SERVING, ... as the server's grpc.health.v1 reports it."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        request = health_pb2.HealthCheckRequest(service=service)
+        response = self._health.Check(request, timeout=10, metadata=self._metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def close(self) -> None:
@@ -114,13 +145,20 @@ class Client:
 
 
 class AsyncClient:
+    """Client's calls for asyncio, with the same settings."""
+
     def __init__(
-        self, target: str, *, timeout: float | None = 60.0, max_message_bytes: int = 8 << 20
+        self,
+        target: str,
+        *,
+        timeout: float | None = 60.0,
+        max_message_bytes: int = 8 << 20,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(
-            target, options=_channel_options(max_message_bytes)
-        )
+        self._metadata = bearer_metadata(token) if token else None
+        self._channel = _channel(grpc.aio, target, credentials, max_message_bytes)
         self._stub = corrector_pb2_grpc.CorrectorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -128,7 +166,8 @@ class AsyncClient:
         self, text: str, *, mode: str = "full", decoding: str | None = None, spans: bool = True
     ) -> Result:
         request = corrector_pb2.CorrectRequest(text=text, options=_options(mode, decoding, spans))
-        return _result(await self._stub.Correct(request, timeout=self.timeout))
+        response = await self._stub.Correct(request, timeout=self.timeout, metadata=self._metadata)
+        return _result(response)
 
     async def correct_batch(
         self,
@@ -141,7 +180,9 @@ class AsyncClient:
         request = corrector_pb2.CorrectBatchRequest(
             texts=texts, options=_options(mode, decoding, spans)
         )
-        response = await self._stub.CorrectBatch(request, timeout=self.timeout)
+        response = await self._stub.CorrectBatch(
+            request, timeout=self.timeout, metadata=self._metadata
+        )
         return [_result(r) for r in response.results]
 
     async def correct_stream(
@@ -154,12 +195,15 @@ class AsyncClient:
     ) -> AsyncIterator[Result]:
         options = _options(mode, decoding, spans)
         requests = (corrector_pb2.CorrectRequest(text=t, options=options) for t in texts)
-        async for response in self._stub.CorrectStream(requests, timeout=self.timeout):
+        responses = self._stub.CorrectStream(
+            requests, timeout=self.timeout, metadata=self._metadata
+        )
+        async for response in responses:
             yield _result(response)
 
     async def health(self, service: str = "") -> str:
         request = health_pb2.HealthCheckRequest(service=service)
-        response = await self._health.Check(request, timeout=10)
+        response = await self._health.Check(request, timeout=10, metadata=self._metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     async def close(self) -> None:

@@ -37,6 +37,10 @@ class ServeConfig:
     max_batch_texts: int = 1024
     max_message_bytes: int = 8 * 1024 * 1024
     max_concurrent_streams: int = 256
+    tls_cert: str = ""  # PEM certificate chain; with tls_key the port speaks TLS
+    tls_key: str = ""  # PEM private key of tls_cert, unencrypted
+    tls_client_ca: str = ""  # PEM CA certificates; set: clients need a certificate they issued
+    auth_token_file: str = ""  # a file holding the bearer token every RPC but health must carry
     shutdown_grace_s: float = 30.0
     log_level: str = "info"
 
@@ -57,6 +61,11 @@ class ServeConfig:
         for name in ("max_batch_size", "max_queue_size", "max_text_chars", "max_batch_texts"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "tls_key" if self.tls_cert else "tls_cert"
+            raise UserError(f"TLS needs both tls_cert and tls_key: {missing} is missing")
+        if self.tls_client_ca and not self.tls_cert:
+            raise UserError("tls_client_ca (mutual TLS) needs tls_cert and tls_key as well")
 
 
 def _coerce(field: dataclasses.Field, value: object, source: str) -> object:

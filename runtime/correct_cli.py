@@ -1,8 +1,10 @@
 """`kmcorrect correct`: UTF-8 lines in, exactly one corrected line out per line.
 
 The model runs in this process (`--model` an exported artifact, served by onnxruntime) or in
-a running service (`--server host:port`). `--pdf FILE` extracts the PDF's text with
-pdftotext and corrects it page by page, pages separated by form feeds as pdftotext does.
+a running service (`--server host:port`, with `--tls` or `--tls-ca`, `--tls-cert`/`--tls-key`
+and `--token-file` for one with TLS, mutual TLS or a bearer token). `--pdf FILE` extracts the
+PDF's text with pdftotext and corrects it page by page, pages separated by form feeds as
+pdftotext does.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an exported artifact directory (default: %(default)s)",
     )
     where.add_argument("--server", help="host:port of a running `kmcorrect serve`")
+    secure = parser.add_argument_group("with --server: TLS and the bearer token")
+    secure.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots")
+    secure.add_argument("--tls-ca", type=Path, help="TLS, trusting these PEM certificates")
+    secure.add_argument("--tls-cert", type=Path, help="client certificate (PEM), for mutual TLS")
+    secure.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    secure.add_argument("--token-file", type=Path, help="a file holding the bearer token")
     parser.add_argument("--mode", choices=("full", "substitution"), default="full")
     parser.add_argument("--decoding", choices=("aggressive", "greedy"), default="aggressive")
     parser.add_argument("--variant", choices=("fp32", "opt", "int8", "fp16"), default="opt")
@@ -107,11 +115,16 @@ def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
     import grpc
 
     from runtime.client import Client
+    from runtime.security import channel_credentials, read_token
 
+    credentials = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    token = read_token(args.token_file) if args.token_file else None
     pages = [line.split("\f") for line in lines]
     flat = [part for parts in pages for part in parts]
     try:
-        with Client(args.server) as client:
+        with Client(args.server, credentials=credentials, token=token) as client:
             results = client.correct_stream(
                 iter(flat), mode=args.mode, decoding=args.decoding, spans=False
             )
@@ -124,6 +137,9 @@ def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    remote_only = ("tls", "tls_ca", "tls_cert", "tls_key", "token_file")
+    if not args.server and any(getattr(args, name) for name in remote_only):
+        raise UserError("--tls, --tls-ca, --tls-cert, --tls-key and --token-file need --server")
     lines = _read_lines(args)
     corrected = _correct_remote(args, lines) if args.server else _correct_local(args, lines)
     out = sys.stdout

@@ -28,6 +28,7 @@ from runtime.config import ServeConfig
 from runtime.corrector import Corrector, load_corrector
 from runtime.metrics import Metrics
 from runtime.pipeline import Correction
+from runtime.security import BearerTokenCheck, read_token, server_credentials
 from runtime.service import CorrectionService, TextTooLong
 
 log = logging.getLogger("kmcorrect.server")
@@ -344,12 +345,19 @@ class Server:
 
     async def start(self) -> int:
         """Open the port (NOT_SERVING), load and warm the model, turn SERVING; returns the port."""
+        credentials = server_credentials(self.config)  # bad files fail before the port opens
+        interceptors = []
+        if self.config.auth_token_file:
+            refused = self.runtime.metrics.failure.labels(self.config.model_name, "unauthenticated")
+            token = read_token(self.config.auth_token_file, "auth_token_file")
+            interceptors.append(BearerTokenCheck(token, on_refused=refused.inc))
         self._grpc = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self.config.max_message_bytes),
                 ("grpc.max_send_message_length", self.config.max_message_bytes),
                 ("grpc.max_concurrent_streams", self.config.max_concurrent_streams),
-            ]
+            ],
         )
         corrector_pb2_grpc.add_CorrectorServicer_to_server(
             CorrectorServicer(self.runtime), self._grpc
@@ -366,12 +374,24 @@ class Server:
         reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], self._grpc)
         for name in ["", *services]:
             await self.health.set(name, NOT_SERVING)
-        self.port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        if credentials is None:
+            self.port = self._grpc.add_insecure_port(address)
+        else:
+            self.port = self._grpc.add_secure_port(address, credentials)
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+            raise OSError(f"cannot listen on {address}")
         await self._grpc.start()
+        security = "plaintext"
+        if credentials is not None:
+            security = "mutual TLS" if self.config.tls_client_ca else "TLS"
+        if interceptors:
+            security += " + bearer token"
         log.info(
-            "listening on %s:%d (NOT_SERVING until the model is ready)", self.config.host, self.port
+            "listening on %s:%d (%s; NOT_SERVING until the model is ready)",
+            self.config.host,
+            self.port,
+            security,
         )
         if self.config.metrics_port:
             self._metrics_http = self.runtime.metrics.serve(
