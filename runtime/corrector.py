@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime.artifact import Artifact, load_artifact
 from runtime.config import ServeConfig
-from runtime.decoding import Decoded, aggressive_decode, greedy_decode
+from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
 from runtime.engines import Engine
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import TensorRTEngine
@@ -61,7 +61,7 @@ class Corrector:
     def _decode(self, texts: list[str], decoding: str) -> list[Corrected]:
         ids, mask = self._pad(texts)
         # Within the exported profiles: past + new tokens ≤ max_tgt_len + 1, new tokens ≤ max_n.
-        max_len = min(self.max_tgt_len - 1, int(1.5 * ids.shape[1]) + 10)
+        max_len = output_limits(mask, self.max_tgt_len - 1)
         if decoding == "greedy":
             decoded = greedy_decode(self.engine, ids, mask, max_len)
         else:

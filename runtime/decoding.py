@@ -19,6 +19,7 @@ service reports as the confidence of its edits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,12 @@ class Decoded:
     passes: int = 0  # decoder calls this row took part in
 
 
+def output_limits(src_mask: np.ndarray, cap: int) -> np.ndarray:
+    """Each row's output limit, from its own input length: 1.5 × + 10 (corrections mostly
+    shorten text; the margin leaves room for restored subscripts and vowels), at most `cap`."""
+    return np.minimum(cap, (1.5 * np.asarray(src_mask).sum(1)).astype(np.int64) + 10)
+
+
 def _chosen(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Argmax ids and their softmax probabilities, over the last axis."""
     ids = logits.argmax(-1)
@@ -45,22 +52,31 @@ def _chosen(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, probs
 
 
-def _prepare(src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.ascontiguousarray(src_ids, dtype=np.int64), np.ascontiguousarray(src_mask, bool)
+def _prepare(
+    src_ids: np.ndarray, src_mask: np.ndarray, max_len: int | Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous ids and mask, and the output limit of each row (one int applies to all).
+    Limits are per row so that a row's output never depends on which rows share its batch."""
+    limits = np.broadcast_to(np.asarray(max_len, dtype=np.int64), (src_ids.shape[0],))
+    return (
+        np.ascontiguousarray(src_ids, dtype=np.int64),
+        np.ascontiguousarray(src_mask, bool),
+        limits,
+    )
 
 
 def greedy_decode(
-    engine: Engine, src_ids: np.ndarray, src_mask: np.ndarray, max_len: int
+    engine: Engine, src_ids: np.ndarray, src_mask: np.ndarray, max_len: int | Sequence[int]
 ) -> list[Decoded]:
     """One encoder pass, then one decoder call per step for the rows still running; a row
-    leaves the batch at its eos, so finished rows cost nothing."""
-    src_ids, src_mask = _prepare(src_ids, src_mask)
+    leaves the batch at its eos or its `max_len` tokens, so finished rows cost nothing."""
+    src_ids, src_mask, limits = _prepare(src_ids, src_mask, max_len)
     cross = engine.encode(src_ids, src_mask)
     past = engine.empty_cache(cross)
     live = np.arange(src_ids.shape[0])
     tokens = np.full((len(live), 1), engine.bos_id, dtype=np.int64)
     out = [Decoded([], []) for _ in live]
-    for step in range(max_len):
+    for step in range(int(limits.max(initial=0))):
         positions = np.full((len(live), 1), step, dtype=np.int64)
         key_mask = np.ones((len(live), step + 1), dtype=bool)
         logits, past = engine.decode(tokens, positions, src_mask, key_mask, cross, past)
@@ -71,6 +87,7 @@ def greedy_decode(
         for row, token, p in zip(live[running], nxt[running], prob[running], strict=True):
             out[row].ids.append(int(token))
             out[row].probs.append(float(p))
+        running &= limits[live] > step + 1
         if not running.all():
             live, nxt, src_mask = live[running], nxt[running], src_mask[running]
             cross = engine.select_rows(cross, running)
@@ -97,7 +114,7 @@ def aggressive_decode(
     engine: Engine,
     src_ids: np.ndarray,
     src_mask: np.ndarray,
-    max_len: int,
+    max_len: int | Sequence[int],
     *,
     max_draft: int = 64,
 ) -> list[Decoded]:
@@ -107,7 +124,7 @@ def aggressive_decode(
     tokens: the input from its cursor, then eos once the input ends. A call therefore carries
     at most 1 + max_draft new tokens, and pending + draft never reach past max_len + 2.
     """
-    src_ids, src_mask = _prepare(src_ids, src_mask)
+    src_ids, src_mask, limits = _prepare(src_ids, src_mask, max_len)
     cross = engine.encode(src_ids, src_mask)
     past = engine.empty_cache(cross)
     rows = [
@@ -121,7 +138,7 @@ def aggressive_decode(
         for i in live:
             row = rows[i]
             # No use drafting past max_len; a draft that ends the input also proposes eos.
-            room = max(1, min(max_draft, max_len - len(out[i].ids)))
+            room = max(1, min(max_draft, limits[i] - len(out[i].ids)))
             draft = row.source[row.cursor : row.cursor + room]
             drafts.append([*draft, engine.eos_id] if len(draft) < room else draft)
         n = 1 + max(len(d) for d in drafts)
@@ -147,12 +164,12 @@ def aggressive_decode(
                 agreed += 1
             # The model's tokens this call: the agreed draft, then its own next token.
             for token, p in zip(chosen[r, : agreed + 1], probs[r, : agreed + 1], strict=True):
-                if token == engine.eos_id or len(result.ids) == max_len:
+                if token == engine.eos_id or len(result.ids) == limits[i]:
                     row.done = True
                     break
                 result.ids.append(int(token))
                 result.probs.append(float(p))
-            if len(result.ids) == max_len:
+            if len(result.ids) == limits[i]:
                 row.done = True
             kept.append(agreed + 1)  # pending + agreed draft tokens enter the cache
             row.cached += agreed + 1

@@ -421,6 +421,7 @@ class Server:
             corrector.vocab,
             piece_len=self.config.piece_len or corrector.max_src_len,
             max_text_chars=self.config.max_text_chars,
+            pieces_in_flight=2 * self.config.max_batch_size,
         )
         await self.runtime.service.correct("ខ្ញុំ​ស្រឡាញ់​ភាសាខ្មែរ")  # warm-up through the whole path
         for name in ["", *services]:

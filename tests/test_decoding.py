@@ -50,6 +50,21 @@ def test_max_len_truncates_both_alike(engine, vocab):
         assert all(len(d.ids) <= limit for d in fast)
 
 
+def test_a_row_output_does_not_depend_on_its_batch(engine, vocab):
+    """Per-row limits: each row decoded alone, with its own limit, equals the same row
+    decoded in a batch with the others' limits (the server batches whatever arrives)."""
+    texts = damaged(10, copies=1)
+    ids, mask = pad([vocab.encode(t) for t in texts])
+    limits = [3 + 2 * i for i in range(len(texts))]
+    for decode in (greedy_decode, aggressive_decode):
+        together = decode(engine, ids, mask, limits)
+        for row, limit in enumerate(limits):
+            alone_ids, alone_mask = pad([vocab.encode(texts[row])])
+            (alone,) = decode(engine, alone_ids, alone_mask, limit)
+            assert together[row].ids == alone.ids
+            assert len(alone.ids) <= limit
+
+
 # Re-alignment: after the model departs from the draft, where does the input resume?
 SOURCE = [10, 11, 12, 13, 14, 15]
 
