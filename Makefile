@@ -19,7 +19,7 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check proto data train eval export serve correct bench demo
+.PHONY: help setup setup-apt test lint check proto data train eval export serve correct bench soak demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
 
 bench:  ## decoding benchmark of $(ARTIFACT) on $(DATA): benchmarks/results/<device>/
 	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA)
+
+soak: $(ARTIFACT)/manifest.json  ## fuzz 10,000 cases, then 50,000 requests at concurrency 64 on a real server
+	KMCORRECT_FUZZ_EXAMPLES=2000 $(PYTHON) -m pytest -q tests/test_fuzz.py
+	$(PYTHON) -m benchmarks.soak --artifact $(ARTIFACT) --data $(DATA)
 
 demo: $(ARTIFACT)/manifest.json  ## end to end: data → train → export → serve → correct over gRPC → stop
 	$(KMCORRECT) demo --artifact $(ARTIFACT) --data $(DATA)
