@@ -1,0 +1,725 @@
+"""Server under load: `kmcorrect serve` with dynamic batching on (max batch 32) and off (max
+batch 1), both running at once as subprocesses on loopback, measured in interleaved windows.
+
+    python -m benchmarks.server --artifact artifacts/hybrid-default --data data/default [--full]
+
+The load generator runs in this process (asyncio, grpc.aio) and speaks KServe v2 ModelInfer,
+one test row per request, so the peer suite can point the very same generator at Triton. A
+closed-loop sweep (fixed concurrency) finds each server's peak; an open-loop sweep sends
+Poisson arrivals at fractions of the higher peak to both. Every point reports p50/p90/p99
+latency, requests/s and input chars/s, the mean batch size the server formed (from its
+Prometheus metrics, before and after the window), and errors by status code. See
+benchmarks/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from benchmarks.common import BenchContext, device_name, environment, slug, spread
+from benchmarks.decoding import sample_rows
+from benchmarks.loadgen import ClosedLoop, OpenLoop, Sender, Window, summarize
+from proto import kserve_pb2, kserve_pb2_grpc
+from runtime.config import ServeConfig
+
+NAME = "server"
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ServeConfig.model_name  # the KServe v2 model name both our server and the peer use
+INPUT, OUTPUT = "TEXT", "CORRECTED"
+SERVERS = {"batching": 32, "no_batching": 1}  # name -> max_batch_size
+LABELS = {"batching": "batching on (max batch 32)", "no_batching": "batching off (max batch 1)"}
+TARGET_CONCURRENCY = 32
+TARGET_SPEEDUP = 4.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    concurrencies: tuple[int, ...]
+    rate_fractions: tuple[float, ...]  # open-loop rates, as fractions of the closed-loop peak
+    window_s: float  # one measurement window
+    warmup_s: float  # load before every window, at least (closed loop: and a full round)
+    max_warmup_s: float  # closed loop: give up waiting for the full round after this
+    repeats: int  # interleaved passes over every point
+    rows: int  # test rows sent, stratified by channel (benchmarks.decoding.sample_rows)
+    # Greedy: on this model and CPU the decoding benchmark finds it faster than aggressive at
+    # batch 1 and 16 alike (README, Results), so it is what a deployment would run.
+    decoding: str = "greedy"
+    variant: str = "opt"  # the service's default graph
+
+
+QUICK = Settings(
+    concurrencies=(1, 8, 32, 64),
+    rate_fractions=(0.25, 0.5, 0.9),
+    window_s=5.0,
+    warmup_s=2.0,
+    max_warmup_s=20.0,
+    repeats=1,
+    rows=256,
+)
+FULL = Settings(
+    concurrencies=(1, 2, 4, 8, 16, 32, 64, 128),
+    rate_fractions=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+    window_s=15.0,
+    warmup_s=3.0,
+    max_warmup_s=60.0,
+    repeats=3,
+    rows=1000,
+)
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes in a process group (zombies excluded), from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+class ServerProcess:
+    """A server as a subprocess in a process group of its own (PyTriton starts tritonserver
+    and more), its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        *,
+        grpc_port: int,
+        metrics_port: int,
+        env: dict | None = None,
+    ) -> None:
+        self.name = name
+        self.target = f"127.0.0.1:{grpc_port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.log_path = Path(log_dir) / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text("utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_ready(self, stub, timeout: float) -> None:
+        """Until KServe v2 ModelReady says yes; fails at once if the process exits."""
+        deadline = time.monotonic() + timeout
+        request = kserve_pb2.ModelReadyRequest(name=MODEL)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} server exited with code {self.process.returncode} before "
+                    f"it was ready; its log ends:\n{self.log_tail()}"
+                )
+            try:
+                if (await stub.ModelReady(request, timeout=5)).ready:
+                    return
+            except grpc.aio.AioRpcError:
+                pass  # port not open yet, or the model still loading
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} server not ready after {timeout:.0f} s; its log ends:\n"
+                    f"{self.log_tail()}"
+                )
+            await asyncio.sleep(0.2)
+
+    def stop(self, grace: float = 60.0) -> dict:
+        """SIGTERM, wait up to `grace` seconds for the drain, kill if still running; then kill
+        whatever of its group still runs 5 s later. Returns the exit code and how many
+        processes were left behind."""
+        began = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        settle = time.monotonic() + 5  # helpers (a multiprocessing tracker) exit just after
+        while (left := _group_members(self.process.pid)) and time.monotonic() < settle:
+            time.sleep(0.1)
+        if left:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return {
+            "exit_code": self.process.returncode,
+            "stop_seconds": round(time.monotonic() - began, 2),
+            "left_behind": len(left),
+        }
+
+
+def start_ours(
+    name: str,
+    artifact: Path,
+    log_dir: Path,
+    *,
+    max_batch_size: int,
+    settings: Settings,
+    threads: int,
+    device: str,
+) -> ServerProcess:
+    """`kmcorrect serve` on free loopback ports."""
+    grpc_port, metrics_port = free_port(), free_port()
+    flags = {
+        "artifact": artifact,
+        "port": grpc_port,
+        "metrics-port": metrics_port,
+        "max-batch-size": max_batch_size,
+        "variant": settings.variant,
+        "decoding": settings.decoding,
+        "device": device,
+        "threads": threads,
+        "log-level": "warning",
+    }
+    argv = [sys.executable, "-m", "runtime.cli", "serve"]
+    for flag, value in flags.items():
+        argv += [f"--{flag}", str(value)]
+    return ServerProcess(name, argv, log_dir, grpc_port=grpc_port, metrics_port=metrics_port)
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+def _pack(texts: list[str]) -> bytes:
+    """A KServe v2 raw BYTES tensor: each element behind its 4-byte little-endian length."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in (t.encode() for t in texts))
+
+
+def _unpack(raw: bytes) -> list[str]:
+    texts, position = [], 0
+    while position + 4 <= len(raw):
+        size = int.from_bytes(raw[position : position + 4], "little")
+        texts.append(raw[position + 4 : position + 4 + size].decode())
+        position += 4 + size
+    return texts
+
+
+def kserve_sender(stub: kserve_pb2_grpc.GRPCInferenceServiceStub) -> Sender:
+    """One text per ModelInfer request, shaped [1, 1] (a batch of one: what Triton expects of a
+    batching model, and what our server reads as one text)."""
+    tensor = kserve_pb2.ModelInferRequest.InferInputTensor(
+        name=INPUT, datatype="BYTES", shape=[1, 1]
+    )
+    wanted = [kserve_pb2.ModelInferRequest.InferRequestedOutputTensor(name=OUTPUT)]
+
+    async def send(text: str) -> tuple[str, list[str]]:
+        request = kserve_pb2.ModelInferRequest(
+            model_name=MODEL, inputs=[tensor], outputs=wanted, raw_input_contents=[_pack([text])]
+        )
+        try:
+            response = await stub.ModelInfer(request)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, []
+        if response.raw_output_contents:
+            return "OK", _unpack(response.raw_output_contents[0])
+        return "OK", [b.decode() for b in response.outputs[0].contents.bytes_contents]
+
+    return send
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus page as {metric name: value}, summed over the samples of our model (and
+    unlabelled ones); counters' `_total` suffix dropped, so that our names and Triton's meet."""
+    page = urllib.request.urlopen(url, timeout=10).read().decode()
+    values: dict[str, float] = {}
+    for line in page.splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        name, labels, value = match.groups()
+        if labels and f'model="{MODEL}"' not in labels:
+            continue
+        name = name.removesuffix("_total")
+        values[name] = values.get(name, 0.0) + float(value)
+    return values
+
+
+def delta_ratio(window: Window, numerator: str, denominator: str) -> float | None:
+    """Δnumerator / Δdenominator between the window's two metric readings."""
+    before, after = window.before or {}, window.after or {}
+    bottom = after.get(denominator, 0.0) - before.get(denominator, 0.0)
+    if bottom <= 0:
+        return None
+    return (after.get(numerator, 0.0) - before.get(numerator, 0.0)) / bottom
+
+
+def point(window: Window, **extra) -> dict:
+    """One window's summary plus the batches the server formed in it: model pieces per engine
+    batch (our histogram) and texts per execution (Triton's counters, which both servers
+    keep)."""
+    return {
+        **summarize(window),
+        "mean_batch": delta_ratio(
+            window, "khmer_correct_batch_size_sum", "khmer_correct_batch_size_count"
+        ),
+        "texts_per_execution": delta_ratio(window, "nv_inference_count", "nv_inference_exec_count"),
+        **extra,
+    }
+
+
+def aggregate(points: list[dict]) -> dict:
+    """Repeats of one point: medians with min-max, errors and bad answers summed, and every
+    window kept."""
+
+    def over(get) -> dict | None:
+        values = [v for v in map(get, points) if v is not None]
+        return spread(values) if values else None
+
+    errors: dict[str, int] = {}
+    for p in points:
+        for status, count in p["errors"].items():
+            errors[status] = errors.get(status, 0) + count
+    return {
+        "repeats": len(points),
+        "requests_per_s": over(lambda p: p["requests_per_s"]),
+        "chars_per_s": over(lambda p: p["chars_per_s"]),
+        "latency_ms": {
+            q: over(lambda p, q=q: p["latency_ms"] and p["latency_ms"][q])
+            for q in ("p50", "p90", "p99")
+        },
+        "mean_batch": over(lambda p: p["mean_batch"]),
+        "texts_per_execution": over(lambda p: p["texts_per_execution"]),
+        "ok": sum(p["ok"] for p in points),
+        "errors": errors,
+        "bad_answers": sum(p["bad_answers"] for p in points),
+        "windows": points,
+    }
+
+
+def load_texts(data: Path, rows: int, seed: int) -> list[str]:
+    """Inputs of up to `rows` test rows (stratified by channel), shuffled by seed."""
+    path = Path(data) / "test.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the server benchmark sends its test rows")
+    texts = [row["input"] for row in sample_rows(path, rows, seed) if row["input"].strip()]
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def interleaved(names: list[str], turn: int) -> list[str]:
+    """Which server goes first alternates from point to point and repeat to repeat."""
+    return names if turn % 2 == 0 else names[::-1]
+
+
+def ratio(numerators: list[dict], denominators: list[dict]) -> dict | None:
+    """Per-repeat throughput ratio (the two ran in the same repeat, interleaved), as a spread."""
+    values = [
+        a["requests_per_s"] / b["requests_per_s"]
+        for a, b in zip(numerators, denominators, strict=True)
+        if b["requests_per_s"] > 0
+    ]
+    return spread(values) if values else None
+
+
+# ---------------------------------------------------------------------------------- the suite
+
+
+async def closed_loop_point(sender, texts, concurrency, settings, probe) -> dict:
+    async with ClosedLoop(sender, texts, concurrency) as load:
+        full_round = await load.warm(settings.warmup_s, settings.max_warmup_s)
+        window = await load.window(settings.window_s, probe)
+    return point(window, concurrency=concurrency, steady=full_round)
+
+
+async def open_loop_point(sender, texts, rate, seed, settings, probe) -> dict:
+    async with OpenLoop(sender, texts, rate, seed) as load:
+        await load.warm(settings.warmup_s)
+        window = await load.window(settings.window_s, probe)
+    return point(window, rate=rate)
+
+
+def probe_of(server: ServerProcess):
+    async def probe() -> dict:
+        return await asyncio.to_thread(scrape, server.metrics_url)
+
+    return probe
+
+
+async def _sweeps(servers: dict[str, ServerProcess], texts, settings, ctx) -> dict:
+    names = list(servers)
+    channels = {n: grpc.aio.insecure_channel(s.target) for n, s in servers.items()}
+    try:
+        stubs = {n: kserve_pb2_grpc.GRPCInferenceServiceStub(c) for n, c in channels.items()}
+        await asyncio.gather(*(servers[n].wait_ready(stubs[n], 300) for n in names))
+        senders = {n: kserve_sender(stubs[n]) for n in names}
+        probes = {n: probe_of(servers[n]) for n in names}
+
+        closed = {n: {c: [] for c in settings.concurrencies} for n in names}
+        for repeat in range(settings.repeats):
+            for i, concurrency in enumerate(settings.concurrencies):
+                for name in interleaved(names, repeat + i):
+                    ctx.log(f"server: {name}, concurrency {concurrency}, repeat {repeat + 1}")
+                    closed[name][concurrency].append(
+                        await closed_loop_point(
+                            senders[name], texts, concurrency, settings, probes[name]
+                        )
+                    )
+        peak = max(
+            statistics.median(p["requests_per_s"] for p in points)
+            for by_concurrency in closed.values()
+            for points in by_concurrency.values()
+        )
+        if peak <= 0:
+            raise RuntimeError("no request was answered in the closed-loop sweep; see the errors")
+        rates = [fraction * peak for fraction in settings.rate_fractions]
+        opened = {n: {r: [] for r in rates} for n in names}
+        for repeat in range(settings.repeats):
+            for j, rate in enumerate(rates):
+                seed = ctx.seed + 1000 * repeat + j  # the same arrivals for both servers
+                for name in interleaved(names, repeat + j):
+                    ctx.log(f"server: {name}, open loop {rate:.2f} requests/s, repeat {repeat + 1}")
+                    opened[name][rate].append(
+                        await open_loop_point(
+                            senders[name], texts, rate, seed, settings, probes[name]
+                        )
+                    )
+    finally:
+        await asyncio.gather(*(c.close() for c in channels.values()))
+    return {"closed": closed, "opened": opened, "peak": peak, "rates": rates}
+
+
+def run(ctx: BenchContext, settings: Settings | None = None) -> dict:
+    settings = settings or (QUICK if ctx.quick else FULL)
+    env = environment()
+    texts = load_texts(ctx.data, settings.rows, ctx.seed)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kmcorrect-bench-server-") as log_dir:
+        servers = {}
+        try:
+            for name, max_batch_size in SERVERS.items():
+                servers[name] = start_ours(
+                    name,
+                    ctx.artifact,
+                    Path(log_dir),
+                    max_batch_size=max_batch_size,
+                    settings=settings,
+                    threads=ctx.threads,
+                    device=ctx.device,
+                )
+            sweeps = asyncio.run(_sweeps(servers, texts, settings, ctx))
+        finally:
+            shutdown = {name: server.stop() for name, server in servers.items()}
+    env["load_average_after"] = os.getloadavg()
+
+    closed = []
+    for concurrency in settings.concurrencies:
+        on, off = (sweeps["closed"][n][concurrency] for n in SERVERS)
+        closed.append(
+            {
+                "concurrency": concurrency,
+                "batching": aggregate(on),
+                "no_batching": aggregate(off),
+                "speedup": ratio(on, off),
+            }
+        )
+    opened = []
+    for fraction, rate in zip(settings.rate_fractions, sweeps["rates"], strict=True):
+        on, off = (sweeps["opened"][n][rate] for n in SERVERS)
+        opened.append(
+            {
+                "fraction_of_peak": fraction,
+                "rate": rate,
+                "batching": aggregate(on),
+                "no_batching": aggregate(off),
+            }
+        )
+    providers = ["CUDAExecutionProvider"] if ctx.device == "cuda" else ["CPUExecutionProvider"]
+    section = {
+        "suite": NAME,
+        "device": device_name(providers),
+        "config": {
+            **dataclasses.asdict(settings),
+            "artifact": str(ctx.artifact),
+            "threads": ctx.threads,
+            "seed": ctx.seed,
+            "servers": {n: {"max_batch_size": b} for n, b in SERVERS.items()},
+            "max_queue_delay_us": ServeConfig.max_queue_delay_us,
+            "protocol": "KServe v2 ModelInfer over grpc.aio, one text per request, loopback",
+            "texts": len(texts),
+            "mean_chars_per_text": statistics.mean(map(len, texts)),
+        },
+        "environment": env,
+        "seconds": round(time.monotonic() - began, 1),
+        "closed_loop": closed,
+        "peak_requests_per_s": sweeps["peak"],
+        "open_loop": opened,
+        "shutdown": shutdown,
+    }
+    section["targets"] = targets(section)
+    return section
+
+
+def at_concurrency(section: dict, concurrency: int) -> dict:
+    """The closed-loop point at `concurrency`, or the highest one below it."""
+    points = [p for p in section["closed_loop"] if p["concurrency"] <= concurrency]
+    return (points or section["closed_loop"])[-1]
+
+
+def targets(section: dict) -> list[dict]:
+    p = at_concurrency(section, TARGET_CONCURRENCY)
+    speedup = p["speedup"]
+    on, off = (p[n]["requests_per_s"]["median"] for n in SERVERS)
+    measured = (
+        f"{times(speedup)} at concurrency {p['concurrency']} ({on:.1f} vs {off:.1f} requests/s)"
+    )
+    return [
+        {
+            "target": f"batching ≥ {TARGET_SPEEDUP:.0f}× throughput at concurrency "
+            f"{TARGET_CONCURRENCY} vs batching off",
+            "measured": measured,
+            "met": bool(speedup) and speedup["median"] >= TARGET_SPEEDUP,
+        }
+    ]
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def times(s: dict | None) -> str:
+    if not s:
+        return "–"
+    return f"{s['median']:.2f}× ({s['min']:.2f}×–{s['max']:.2f}×)"
+
+
+def _num(s: dict | None, fmt: str = "{:.1f}") -> str:
+    if not s:
+        return "–"
+    if s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    return [
+        f"**Target: {t['target']}** — {t['measured']}: {'met' if t['met'] else 'not met'}."
+        for t in rows
+    ]
+
+
+def _errors(a: dict) -> str:
+    parts = [f"{status} {count}" for status, count in sorted(a["errors"].items())]
+    if a["bad_answers"]:
+        parts.append(f"bad answers {a['bad_answers']}")
+    return ", ".join(parts) or "0"
+
+
+def point_row(label: str, a: dict) -> str:
+    """One server at one point: the cells the closed-loop, open-loop and peer tables share."""
+    lat = a["latency_ms"]
+    cells = [
+        label,
+        str(a["ok"]),
+        _num(a["requests_per_s"]),
+        _num(a["chars_per_s"], "{:.0f}"),
+        _num(lat["p50"], "{:.0f}"),
+        _num(lat["p90"], "{:.0f}"),
+        _num(lat["p99"], "{:.0f}"),
+        _num(a["mean_batch"]),
+        _errors(a),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+POINT_HEADER = "| n | requests/s | chars/s | p50 ms | p90 ms | p99 ms | mean batch | errors |"
+
+
+def markdown(section: dict) -> str:
+    c = section["config"]
+    env = section["environment"]
+    lines = [
+        "# Server under load: dynamic batching on vs off",
+        "",
+        f"Device: **{section['device']}**. Artifact `{c['artifact']}`, graph `{c['variant']}`, "
+        f"{c['decoding']} decoding, {c['threads']} onnxruntime threads per server; both servers "
+        f"(`kmcorrect serve`, max batch 32 and 1, queue delay {c['max_queue_delay_us']} µs) "
+        f"up at once, measured in interleaved windows of {c['window_s']:g} s after at least "
+        f"{c['warmup_s']:g} s of load; {c['repeats']} repeat(s). Load: {c['protocol']}; "
+        f"{c['texts']} test rows ({c['mean_chars_per_text']:.0f} chars on average). The load "
+        f"generator shares the machine with the servers ({env['cpu_count']} cores); load "
+        f"average {_load(env)}; {section['seconds']:.0f} s in all.",
+        "",
+    ]
+    lines += target_lines(section["targets"])
+    lines += [
+        "",
+        "## Closed loop: concurrency sweep",
+        "",
+        "Medians (min–max over repeats); n: requests answered in the windows (few when the "
+        "latency nears the window: then p99 is about their maximum). Mean batch: model pieces "
+        "per engine batch, from the server's `khmer_correct_batch_size` histogram over the "
+        "window. Errors by gRPC status.",
+        "",
+        "| concurrency | server " + POINT_HEADER + " batching speedup |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    unsteady = False
+    for p in section["closed_loop"]:
+        for name in SERVERS:
+            steady = all(w["steady"] for w in p[name]["windows"])
+            label = f"{p['concurrency']} | {LABELS[name]}" + ("" if steady else " ⁽*⁾")
+            unsteady = unsteady or not steady
+            speedup = times(p["speedup"]) if name == "batching" else ""
+            lines.append(point_row(label, p[name]) + f" {speedup} |")
+    if unsteady:
+        lines += [
+            "",
+            "⁽*⁾ the warm-up ended (at its cap) before every worker had an answer: the window "
+            "began before the queue reached its steady length, so latencies read low.",
+        ]
+    lines += [
+        "",
+        "## Open loop: Poisson arrivals",
+        "",
+        f"The same arrival times and texts for both servers, at fractions of the highest "
+        f"closed-loop throughput ({section['peak_requests_per_s']:.1f} requests/s). Latency runs "
+        "from when a request was due. Backlog: requests still unanswered when the window "
+        "closed (an overloaded server's queue grows without bound).",
+        "",
+        "| offered requests/s | server " + POINT_HEADER + " backlog |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    for p in section["open_loop"]:
+        for name in SERVERS:
+            label = f"{p['rate']:.1f} ({p['fraction_of_peak']:.0%}) | {LABELS[name]}"
+            backlog = max(w["outstanding"] for w in p[name]["windows"])
+            lines.append(point_row(label, p[name]) + f" {backlog} |")
+    lines += ["", "## Shutdown", "", "| server | exit code | seconds | processes left behind |"]
+    lines.append("|---|--:|--:|--:|")
+    for name, s in section["shutdown"].items():
+        lines.append(f"| {name} | {s['exit_code']} | {s['stop_seconds']} | {s['left_behind']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(env: dict) -> str:
+    before = env["load_average_before"][0]
+    after = env.get("load_average_after", [float("nan")])[0]
+    return f"{before:.2f} before, {after:.2f} after"
+
+
+def plots(section: dict, out_dir: str | Path) -> list[str]:
+    """server.png: closed-loop throughput and p99 by concurrency; open-loop p99 by rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    closed, opened = section["closed_loop"], section["open_loop"]
+    for name in SERVERS:
+        x = [p["concurrency"] for p in closed]
+        plot_spread(axes[0], x, [p[name]["requests_per_s"] for p in closed], LABELS[name])
+        plot_spread(axes[1], x, [p[name]["latency_ms"]["p99"] for p in closed], LABELS[name])
+        rates = [p["rate"] for p in opened]
+        plot_spread(axes[2], rates, [p[name]["latency_ms"]["p99"] for p in opened], LABELS[name])
+    for ax in axes[:2]:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (closed loop)")
+    axes[0].set_ylabel("requests / s")
+    axes[1].set_ylabel("p99 latency, ms")
+    axes[1].set_yscale("log")
+    axes[2].set_xlabel("offered requests / s (open loop, Poisson)")
+    axes[2].set_ylabel("p99 latency, ms")
+    axes[2].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(f"kmcorrect serve, batching on vs off — {section['device']}")
+    fig.tight_layout()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / f"{NAME}.png", dpi=110)
+    plt.close(fig)
+    return [f"{NAME}.png"]
+
+
+def plot_spread(ax, x: list, stats: list[dict | None], label: str) -> None:
+    """Medians joined by a line, min-max as error bars; points with no value left out."""
+    kept = [(xi, s) for xi, s in zip(x, stats, strict=True) if s]
+    if not kept:
+        return
+    xs = [xi for xi, _ in kept]
+    median = [s["median"] for _, s in kept]
+    low = [s["median"] - s["min"] for _, s in kept]
+    high = [s["max"] - s["median"] for _, s in kept]
+    ax.errorbar(xs, median, yerr=[low, high], marker="o", capsize=3, label=label)
+
+
+# ---------------------------------------------------------------------------------- standalone
+
+
+def standalone(suite, argv: list[str] | None = None) -> int:
+    """Run one suite outside `kmcorrect bench`: <name>.json, .md and its plots in --out."""
+    parser = argparse.ArgumentParser(description=suite.__doc__.splitlines()[0])
+    parser.add_argument("--artifact", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="its test.jsonl is sent")
+    parser.add_argument("--full", action="store_true", help="the full sweep (default: quick)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/<device>")
+    args = parser.parse_args(argv)
+    ctx = BenchContext(
+        args.artifact,
+        args.data,
+        quick=not args.full,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    section = suite.run(ctx)
+    out = args.out or ROOT / "benchmarks" / "results" / slug(section["device"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{suite.NAME}.json").write_text(json.dumps(section, indent=1, ensure_ascii=False))
+    (out / f"{suite.NAME}.md").write_text(suite.markdown(section), "utf-8")
+    suite.plots(section, out)
+    print(f"wrote {out}/{suite.NAME}.json, .md, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(standalone(sys.modules[__name__]))
