@@ -13,6 +13,8 @@ MINUTES   ?=
 PORT      ?= 50051
 DEVICE    ?= cpu
 INPUT     ?=
+SUITE     ?=
+FULL      ?=
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # System tools the data engine drives: PDF extraction, OCR, Khmer fonts, LibreOffice.
@@ -29,7 +31,7 @@ setup-apt:  ## install the system tools (apt)
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 
 setup: setup-apt  ## install system tools and the package with every CPU extra
-	$(PYTHON) -m pip install -q -e '.[train,serve,dev]'
+	$(PYTHON) -m pip install -q -e '.[train,serve,dev,bench]'
 
 test:  ## run the test suite
 	$(PYTHON) -m pytest -q
@@ -61,12 +63,15 @@ serve:  ## serve $(ARTIFACT) over gRPC on $(PORT) until Ctrl-C / SIGTERM
 correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
 	$(KMCORRECT) correct --model $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
 
-bench:  ## decoding benchmark of $(ARTIFACT) on $(DATA): benchmarks/results/<device>/
-	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA)
+bench:  ## benchmark suites [SUITE=engines,decoding,server,peers] [FULL=1]: benchmarks/results/<device>/
+	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA) --model $(RUN) --device $(DEVICE) \
+		$(if $(SUITE),--suite $(SUITE)) $(if $(FULL),--full)
 
-soak: $(ARTIFACT)/manifest.json  ## fuzz 10,000 cases, then 50,000 requests at concurrency 64 on a real server
+soak:  ## fuzz 10,000 cases, then 50,000 requests at concurrency 64 on a real server (tiny model)
 	KMCORRECT_FUZZ_EXAMPLES=2000 $(PYTHON) -m pytest -q tests/test_fuzz.py
-	$(PYTHON) -m benchmarks.soak --artifact $(ARTIFACT) --data $(DATA)
+	KMCORRECT_SOAK_REQUESTS=50000 KMCORRECT_SOAK_CONCURRENCY=64 \
+	KMCORRECT_SOAK_OUT=$(CURDIR)/benchmarks/results/$$($(PYTHON) -m benchmarks.common) \
+	$(PYTHON) -m pytest -q tests/test_soak.py
 
 demo: $(ARTIFACT)/manifest.json  ## end to end: data → train → export → serve → correct over gRPC → stop
 	$(KMCORRECT) demo --artifact $(ARTIFACT) --data $(DATA)

@@ -77,3 +77,7 @@ def environment() -> dict:
         "load_average_before": os.getloadavg(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+if __name__ == "__main__":  # the results folder name of this machine's CPU, for make
+    print(slug(device_name([])))
