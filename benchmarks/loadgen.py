@@ -8,8 +8,10 @@ gRPC status code's name and no answers. So the same windows drive our KServe v2 
 imports neither.
 
 A window counts the requests that *completed* inside it (as perf_analyzer does): throughput is
-those answered OK per second, latencies are theirs. The load keeps running across windows, so
-consecutive windows see a steady state.
+those answered OK per second, latencies are theirs. It lasts its seconds and, beyond them, until
+a number of requests have completed (perf_analyzer's count windows), up to a cap: a slow model
+answering batches of 32 at once would otherwise give a short window one batch or none. The load
+keeps running across windows, so consecutive windows see a steady state.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Window:
     seconds: float
     calls: list[Call]  # completed inside the window
     outstanding: int  # requests in flight when it closed
+    complete: bool  # the wanted number of requests completed before the cap
     before: dict | None = None  # the probe's reading when it opened ...
     after: dict | None = None  # ... and when it closed
 
@@ -91,17 +94,31 @@ class _Load:
         if self._failure is not None:
             raise self._failure
 
-    async def window(self, seconds: float, probe: Probe | None = None) -> Window:
-        """Measure for `seconds` while the load runs; `probe` is read at both ends."""
+    async def window(
+        self,
+        seconds: float,
+        probe: Probe | None = None,
+        *,
+        answers: int = 0,
+        max_seconds: float = 0.0,
+    ) -> Window:
+        """Measure while the load runs: `seconds`, then on until `answers` requests have
+        completed in the window, but no longer than `max_seconds` in all. `probe` is read at
+        both ends."""
         before = await probe() if probe else None
         opened = time.perf_counter()
+        first = len(self.calls)  # calls are appended as they complete
         await asyncio.sleep(seconds)
+        limit = opened + max(seconds, max_seconds)
+        while len(self.calls) - first < answers and time.perf_counter() < limit:
+            self._raise_failures()
+            await asyncio.sleep(0.02)
         closed = time.perf_counter()
         self._raise_failures()
+        inside = self.calls[first:]
         outstanding = len(self.tasks)
         after = await probe() if probe else None
-        inside = [c for c in self.calls if opened <= c.end < closed]
-        return Window(closed - opened, inside, outstanding, before, after)
+        return Window(closed - opened, inside, outstanding, len(inside) >= answers, before, after)
 
     async def __aenter__(self):
         return self
@@ -188,6 +205,7 @@ def summarize(window: Window) -> dict:
         "errors": dict(Counter(c.status for c in window.calls if c.status != "OK")),
         "bad_answers": sum(not c.answered for c in ok),
         "outstanding": window.outstanding,
+        "complete": window.complete,
     }
     if len(ok):
         p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
@@ -209,6 +227,7 @@ def merge(windows: list[Window]) -> Window:
         sum(w.seconds for w in windows),
         [c for w in windows for c in w.calls],
         windows[-1].outstanding,
+        all(w.complete for w in windows),
         windows[0].before,
         windows[-1].after,
     )
@@ -237,21 +256,23 @@ async def measure_until_stable(
     concurrency: int,
     *,
     window_s: float,
+    min_answers: int,
+    max_window_s: float,
     max_windows: int,
     warmup_s: float,
     max_warmup_s: float,
 ) -> dict:
-    """perf_analyzer's concurrency mode: `concurrency` requests always outstanding, windows of
-    `window_s` back to back until the last three are stable or `max_windows` have run. The
-    report is the last three windows merged, with every window's throughput and whether
-    stability was reached."""
+    """perf_analyzer's concurrency mode: `concurrency` requests always outstanding, windows
+    back to back (each `window_s` and at least `min_answers` requests, at most `max_window_s`)
+    until the last three are stable or `max_windows` have run. The report is the last three
+    windows merged, with every window's throughput and whether stability was reached."""
     async with ClosedLoop(send, texts, concurrency) as load:
         await load.warm(warmup_s, max_warmup_s)
         windows: list[Window] = []
         throughputs: list[float] = []
         latencies: list[float] = []
         while len(windows) < max_windows:
-            window = await load.window(window_s)
+            window = await load.window(window_s, answers=min_answers, max_seconds=max_window_s)
             windows.append(window)
             summary = summarize(window)
             throughputs.append(summary["requests_per_s"])

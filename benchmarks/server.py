@@ -54,7 +54,9 @@ TARGET_SPEEDUP = 4.0
 class Settings:
     concurrencies: tuple[int, ...]
     rate_fractions: tuple[float, ...]  # open-loop rates, as fractions of the closed-loop peak
-    window_s: float  # one measurement window
+    window_s: float  # one measurement window, at least ...
+    min_answers: int  # ... and until this many requests completed in it (closed loop: or C)
+    max_window_s: float  # ... but no longer than this
     warmup_s: float  # load before every window, at least (closed loop: and a full round)
     max_warmup_s: float  # closed loop: give up waiting for the full round after this
     repeats: int  # interleaved passes over every point
@@ -68,7 +70,9 @@ class Settings:
 QUICK = Settings(
     concurrencies=(1, 8, 32, 64),
     rate_fractions=(0.25, 0.5, 0.9),
-    window_s=5.0,
+    window_s=4.0,
+    min_answers=20,
+    max_window_s=30.0,
     warmup_s=2.0,
     max_warmup_s=20.0,
     repeats=1,
@@ -78,6 +82,8 @@ FULL = Settings(
     concurrencies=(1, 2, 4, 8, 16, 32, 64, 128),
     rate_fractions=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
     window_s=15.0,
+    min_answers=50,
+    max_window_s=120.0,
     warmup_s=3.0,
     max_warmup_s=60.0,
     repeats=3,
@@ -364,14 +370,24 @@ def ratio(numerators: list[dict], denominators: list[dict]) -> dict | None:
 async def closed_loop_point(sender, texts, concurrency, settings, probe) -> dict:
     async with ClosedLoop(sender, texts, concurrency) as load:
         full_round = await load.warm(settings.warmup_s, settings.max_warmup_s)
-        window = await load.window(settings.window_s, probe)
+        window = await load.window(
+            settings.window_s,
+            probe,
+            answers=max(settings.min_answers, concurrency),
+            max_seconds=settings.max_window_s,
+        )
     return point(window, concurrency=concurrency, steady=full_round)
 
 
 async def open_loop_point(sender, texts, rate, seed, settings, probe) -> dict:
     async with OpenLoop(sender, texts, rate, seed) as load:
         await load.warm(settings.warmup_s)
-        window = await load.window(settings.window_s, probe)
+        window = await load.window(
+            settings.window_s,
+            probe,
+            answers=settings.min_answers,
+            max_seconds=settings.max_window_s,
+        )
     return point(window, rate=rate)
 
 
@@ -550,9 +566,27 @@ def _errors(a: dict) -> str:
     return ", ".join(parts) or "0"
 
 
+def capped(a: dict) -> bool:
+    return any(not w.get("steady", True) or not w["complete"] for w in a["windows"])
+
+
+def capped_note(points: list[dict]) -> list[str]:
+    if not any(map(capped, points)):
+        return []
+    return [
+        "",
+        "⁽*⁾ a cap was reached: the warm-up ended before every worker had had an answer (the "
+        "queue not yet at its steady length: latencies read low), or the window closed before "
+        "it held the requests it wanted (few requests: p99 is about their maximum).",
+    ]
+
+
 def point_row(label: str, a: dict) -> str:
-    """One server at one point: the cells the closed-loop, open-loop and peer tables share."""
+    """One server at one point: the cells the closed-loop, open-loop and peer tables share;
+    ⁽*⁾ marks a point where a warm-up or window cap was reached."""
     lat = a["latency_ms"]
+    if capped(a):
+        label += " ⁽*⁾"
     cells = [
         label,
         str(a["ok"]),
@@ -579,8 +613,8 @@ def markdown(section: dict) -> str:
         f"Device: **{section['device']}**. Artifact `{c['artifact']}`, graph `{c['variant']}`, "
         f"{c['decoding']} decoding, {c['threads']} onnxruntime threads per server; both servers "
         f"(`kmcorrect serve`, max batch 32 and 1, queue delay {c['max_queue_delay_us']} µs) "
-        f"up at once, measured in interleaved windows of {c['window_s']:g} s after at least "
-        f"{c['warmup_s']:g} s of load; {c['repeats']} repeat(s). Load: {c['protocol']}; "
+        f"up at once, measured in interleaved windows after at least {c['warmup_s']:g} s of "
+        f"load; {c['repeats']} repeat(s). Load: {c['protocol']}; "
         f"{c['texts']} test rows ({c['mean_chars_per_text']:.0f} chars on average). The load "
         f"generator shares the machine with the servers ({env['cpu_count']} cores); load "
         f"average {_load(env)}; {section['seconds']:.0f} s in all.",
@@ -591,28 +625,21 @@ def markdown(section: dict) -> str:
         "",
         "## Closed loop: concurrency sweep",
         "",
-        "Medians (min–max over repeats); n: requests answered in the windows (few when the "
-        "latency nears the window: then p99 is about their maximum). Mean batch: model pieces "
-        "per engine batch, from the server's `khmer_correct_batch_size` histogram over the "
-        "window. Errors by gRPC status.",
+        f"Medians (min–max over repeats); n: requests answered in the windows (each window "
+        f"{c['window_s']:g} s and at least max({c['min_answers']}, concurrency) requests, at "
+        f"most {c['max_window_s']:g} s). Mean batch: model pieces per engine batch, from the "
+        "server's `khmer_correct_batch_size` histogram over the window. Errors by gRPC "
+        "status.",
         "",
         "| concurrency | server " + POINT_HEADER + " batching speedup |",
         "|--:|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
-    unsteady = False
     for p in section["closed_loop"]:
         for name in SERVERS:
-            steady = all(w["steady"] for w in p[name]["windows"])
-            label = f"{p['concurrency']} | {LABELS[name]}" + ("" if steady else " ⁽*⁾")
-            unsteady = unsteady or not steady
             speedup = times(p["speedup"]) if name == "batching" else ""
+            label = f"{p['concurrency']} | {LABELS[name]}"
             lines.append(point_row(label, p[name]) + f" {speedup} |")
-    if unsteady:
-        lines += [
-            "",
-            "⁽*⁾ the warm-up ended (at its cap) before every worker had an answer: the window "
-            "began before the queue reached its steady length, so latencies read low.",
-        ]
+    lines += capped_note([p[n] for p in section["closed_loop"] for n in SERVERS])
     lines += [
         "",
         "## Open loop: Poisson arrivals",
@@ -630,6 +657,7 @@ def markdown(section: dict) -> str:
             label = f"{p['rate']:.1f} ({p['fraction_of_peak']:.0%}) | {LABELS[name]}"
             backlog = max(w["outstanding"] for w in p[name]["windows"])
             lines.append(point_row(label, p[name]) + f" {backlog} |")
+    lines += capped_note([p[n] for p in section["open_loop"] for n in SERVERS])
     lines += ["", "## Shutdown", "", "| server | exit code | seconds | processes left behind |"]
     lines.append("|---|--:|--:|--:|")
     for name, s in section["shutdown"].items():

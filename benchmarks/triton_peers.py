@@ -63,7 +63,9 @@ BINARY_PROBLEM = "PyTriton's bundled tritonserver cannot start"
 @dataclass(frozen=True)
 class Settings:
     concurrencies: tuple[int, ...]
-    window_s: float
+    window_s: float  # a window lasts this long at least ...
+    min_answers: int  # ... and until this many requests completed (closed loop: or C) ...
+    max_window_s: float  # ... but no longer than this
     warmup_s: float  # load before every window, at least, and a full round (closed loop)
     max_warmup_s: float
     repeats: int
@@ -78,7 +80,9 @@ class Settings:
 
 QUICK = Settings(
     concurrencies=(1, 8, 32),
-    window_s=5.0,
+    window_s=4.0,
+    min_answers=20,
+    max_window_s=30.0,
     warmup_s=2.0,
     max_warmup_s=20.0,
     repeats=1,
@@ -91,6 +95,8 @@ QUICK = Settings(
 FULL = Settings(
     concurrencies=(1, 2, 4, 8, 16, 32, 64, 128),
     window_s=15.0,
+    min_answers=50,
+    max_window_s=120.0,
     warmup_s=3.0,
     max_warmup_s=60.0,
     repeats=3,
@@ -203,6 +209,8 @@ def tritonclient_measure(target: str, texts: list[str], settings: Settings) -> d
         "target": target,
         "concurrency": settings.cross_check_concurrency,
         "window-s": settings.cross_check_window_s,
+        "min-answers": settings.min_answers,
+        "max-window-s": settings.max_window_s,
         "max-windows": settings.cross_check_max_windows,
         "warmup-s": settings.warmup_s,
         "max-warmup-s": settings.max_warmup_s,
@@ -210,7 +218,7 @@ def tritonclient_measure(target: str, texts: list[str], settings: Settings) -> d
     argv = [sys.executable, "-m", "benchmarks.tritonclient_load"]
     for flag, value in flags.items():
         argv += [f"--{flag}", str(value)]
-    limit = settings.max_warmup_s + settings.cross_check_max_windows * settings.cross_check_window_s
+    limit = settings.max_warmup_s + settings.cross_check_max_windows * settings.max_window_s
     done = subprocess.run(
         argv, input=json.dumps(texts), capture_output=True, text=True, cwd=ROOT, timeout=limit + 120
     )
@@ -275,6 +283,8 @@ async def _measure(processes: dict[str, ServerProcess], texts, settings: Setting
         concurrency = settings.cross_check_concurrency
         measure = {
             "window_s": settings.cross_check_window_s,
+            "min_answers": settings.min_answers,
+            "max_window_s": settings.max_window_s,
             "max_windows": settings.cross_check_max_windows,
             "warmup_s": settings.warmup_s,
             "max_warmup_s": settings.max_warmup_s,
@@ -516,7 +526,9 @@ def markdown(section: dict) -> str:
         lines += [
             f"PyTriton serves `runtime.corrector.correct_texts` from {pt['environment']}; the "
             "same load generator drives both servers with the same texts, in interleaved "
-            f"windows of {c['window_s']:g} s, {c['repeats']} repeat(s). Medians (min–max). "
+            f"windows ({c['window_s']:g} s and at least max({c['min_answers']}, concurrency) "
+            f"requests, at most {c['max_window_s']:g} s), {c['repeats']} repeat(s). Medians "
+            "(min–max). "
             "Texts per execution: Δ`nv_inference_count` / Δ`nv_inference_exec_count`, Triton's "
             "counters, which both servers keep.",
             "",
@@ -532,6 +544,7 @@ def markdown(section: dict) -> str:
                 lines.append(
                     server.point_row(f"{p['concurrency']} | {LABELS[name]}", row) + f" {ratio} |"
                 )
+        lines += server.capped_note([p[n] for p in pt["points"] for n in CONTENDERS])
         bound = pt["p99_bound_ms"]
         lines += [
             "",
@@ -555,7 +568,8 @@ def markdown(section: dict) -> str:
         "",
         f"`tritonclient.grpc.aio` (its own process) against our server at concurrency "
         f"{cc['tritonclient']['concurrency']}, measured as perf_analyzer does: windows of "
-        f"{cc['tritonclient']['window_s']:g} s back to back until the last three have "
+        f"{cc['tritonclient']['window_s']:g} s and at least {c['min_answers']} requests (at most "
+        f"{c['max_window_s']:g} s) back to back until the last three have "
         f"throughput and mean latency within 10% (max / min), at most "
         f"{c['cross_check_max_windows']} windows; the numbers are the last three windows "
         "merged. Our generator measured the same way just before and just after.",

@@ -4,7 +4,8 @@ fixed concurrency, back-to-back windows until three are stable). Run in a proces
 because tritonclient's protobuf descriptors and ours share names:
 
     python -m benchmarks.tritonclient_load --target 127.0.0.1:P --concurrency 8 \\
-        --window-s 5 --max-windows 10 --warmup-s 2 < texts.json   # JSON list of texts
+        --window-s 5 --min-answers 50 --max-window-s 60 --max-windows 10 \\
+        --warmup-s 2 --max-warmup-s 30 < texts.json   # a JSON list of texts
 
 prints one JSON object: the merged stable windows' numbers, every window's throughput, and
 whether stability was reached.
@@ -46,6 +47,8 @@ async def measure(args: argparse.Namespace, texts: list[str]) -> dict:
             texts,
             args.concurrency,
             window_s=args.window_s,
+            min_answers=args.min_answers,
+            max_window_s=args.max_window_s,
             max_windows=args.max_windows,
             warmup_s=args.warmup_s,
             max_warmup_s=args.max_warmup_s,
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", required=True, help="host:port of a KServe v2 gRPC endpoint")
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--window-s", type=float, required=True)
+    p.add_argument("--min-answers", type=int, required=True)
+    p.add_argument("--max-window-s", type=float, required=True)
     p.add_argument("--max-windows", type=int, required=True)
     p.add_argument("--warmup-s", type=float, required=True)
     p.add_argument("--max-warmup-s", type=float, required=True)

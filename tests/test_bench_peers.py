@@ -15,7 +15,9 @@ from benchmarks.common import BenchContext
 
 TINY = triton_peers.Settings(
     concurrencies=(1, 6),
-    window_s=1.0,
+    window_s=0.8,
+    min_answers=10,
+    max_window_s=10.0,
     warmup_s=0.3,
     max_warmup_s=10.0,
     repeats=1,

@@ -14,7 +14,9 @@ from benchmarks.loadgen import ClosedLoop, OpenLoop, is_stable, summarize
 TINY = server.Settings(
     concurrencies=(1, 6),
     rate_fractions=(0.3,),
-    window_s=1.0,
+    window_s=0.8,
+    min_answers=10,
+    max_window_s=10.0,
     warmup_s=0.3,
     max_warmup_s=10.0,
     repeats=1,
@@ -53,7 +55,7 @@ def test_every_point_has_numbers_and_every_answer_is_checked(section):
         assert 0 < latency["p50"]["median"] <= latency["p90"]["median"] <= latency["p99"]["median"]
         assert p["errors"] == {} and p["bad_answers"] == 0  # low load: no errors, all answered
         window = p["windows"][0]
-        assert window["completed"] == window["ok"]
+        assert window["completed"] == window["ok"] and window["complete"]
     assert [p["concurrency"] for p in section["closed_loop"]] == list(TINY.concurrencies)
     assert section["peak_requests_per_s"] > 0
     rates = [p["rate"] for p in section["open_loop"]]
@@ -102,7 +104,7 @@ def test_loads_count_only_what_completes_inside_the_window():
 
         async def send(text):
             sent.append(text)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01 if text != "slow" else 0.1)
             return ("OK", [text.upper()]) if text != "c" else ("UNAVAILABLE", [])
 
         async with ClosedLoop(send, ["a", "b", "c"], 2) as load:
@@ -111,10 +113,17 @@ def test_loads_count_only_what_completes_inside_the_window():
         async with OpenLoop(send, ["a", "b"], rate=100, seed=1) as load:
             await load.warm(0.05)
             opened = summarize(await load.window(0.5))
-        return sent, closed, opened
+        async with ClosedLoop(send, ["slow"], 1) as load:
+            await load.warm(0, 1.0)
+            extended = await load.window(0.05, answers=4, max_seconds=2.0)
+            capped = await load.window(0.05, answers=100, max_seconds=0.3)
+        return sent, closed, opened, extended, capped
 
-    sent, closed, opened = asyncio.run(scenario())
-    assert set(sent) == {"a", "b", "c"}
+    sent, closed, opened, extended, capped = asyncio.run(scenario())
+    # A window runs past its seconds until it holds the requests it wants, up to its cap.
+    assert len(extended.calls) >= 4 and extended.complete and extended.seconds >= 0.35
+    assert not capped.complete and capped.seconds < 0.5
+    assert set(sent) == {"a", "b", "c", "slow"}
     assert closed["errors"]["UNAVAILABLE"] > 0 and closed["bad_answers"] == 0
     assert closed["ok"] + closed["errors"]["UNAVAILABLE"] == closed["completed"]
     assert closed["outstanding"] == 2
