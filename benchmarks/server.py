@@ -688,6 +688,7 @@ def plots(section: dict, out_dir: str | Path) -> list[str]:
         plot_spread(axes[2], rates, [p[name]["latency_ms"]["p99"] for p in opened], LABELS[name])
     for ax in axes[:2]:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(c) for c in x])
         ax.set_xlabel("concurrency (closed loop)")
     axes[0].set_ylabel("requests / s")
     axes[1].set_ylabel("p99 latency, ms")

@@ -616,6 +616,7 @@ def plots(section: dict, out_dir: str | Path) -> list[str]:
         axes[1].axhline(pt["p99_bound_ms"], color="grey", linestyle="--", label="p99 bound")
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(c) for c in x])
         ax.set_xlabel("concurrency (closed loop)")
     axes[0].set_ylabel("requests / s")
     axes[1].set_ylabel("p99 latency, ms")
