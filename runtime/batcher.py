@@ -1,11 +1,13 @@
 """Dynamic batching: many callers' items in, one engine call per batch out.
 
-Every RPC puts its model pieces into one queue. A batch closes when it holds
-`max_batch_size` items or its oldest item has waited `max_queue_delay_us`; items are grouped by
-length bucket so a batch pads little. The queue is bounded (`QueueFull`), an item whose
-deadline passes while queued is answered with `DeadlineExceeded` before any compute is spent on
-it, and a caller that gives up (task cancelled) frees its place at once. Each caller awaits a
-future of its own, so every answer reaches its own caller.
+Every RPC puts its model pieces into one queue, grouped by length bucket. A batch closes when
+the queue holds `max_batch_size` items or its oldest item has waited `max_queue_delay_us`; it
+takes the oldest item's bucket first, then fills up from the nearest lengths, because the
+engine runs one batch at a time: a small batch leaves the rest of the queue waiting anyway,
+while a fuller one (padded a little more) serves them in the same pass. The queue is bounded
+(`QueueFull`), an item whose deadline passes while queued is answered with `DeadlineExceeded`
+before any compute is spent on it, and a caller that gives up (task cancelled) frees its place
+at once. Each caller awaits a future of its own, so every answer reaches its own caller.
 
 The batcher knows nothing of gRPC, and the engine knows nothing of queues: `run_batch` is a
 plain blocking function (items in, results out, same order) run on a worker thread.
@@ -39,7 +41,7 @@ class BatcherConfig:
     max_batch_size: int = 32
     max_queue_delay_us: int = 2000
     max_queue_size: int = 4096
-    bucket_width: int = 64  # items whose lengths fall in the same width-wide band batch together
+    bucket_width: int = 64  # lengths in the same width-wide band batch first, together
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue_size", "bucket_width"):
@@ -119,7 +121,8 @@ class DynamicBatcher(Generic[Item, Result]):
         # Done before its batch ran (cancelled, expired) or after: either way its place is free.
         self._queued -= 1
 
-    def _oldest_bucket(self) -> deque[_Entry] | None:
+    def _oldest_bucket(self) -> int | None:
+        """The key of the bucket whose first live item has waited longest."""
         for key in list(self._buckets):
             bucket = self._buckets[key]
             while bucket and bucket[0].future.done():
@@ -128,42 +131,45 @@ class DynamicBatcher(Generic[Item, Result]):
                 del self._buckets[key]
         if not self._buckets:
             return None
-        return min(self._buckets.values(), key=lambda b: b[0].enqueued)
+        return min(self._buckets, key=lambda k: self._buckets[k][0].enqueued)
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.config.max_queue_delay_us / 1e6
         while True:
-            bucket = self._oldest_bucket()
-            if bucket is None:
+            oldest = self._oldest_bucket()
+            if oldest is None:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            close_at = bucket[0].enqueued + delay
-            if len(bucket) < self.config.max_batch_size and not self._closing:
+            close_at = self._buckets[oldest][0].enqueued + delay
+            if self._queued < self.config.max_batch_size and not self._closing:
                 wait = close_at - time.monotonic()
                 if wait > 0:
                     self._wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), wait)
                     continue  # re-check: the bucket may have filled, or a new one got older
-            batch = self._take(bucket)
+            batch = self._take(oldest)
             if batch:
                 await self._run(loop, batch)
 
-    def _take(self, bucket: deque[_Entry]) -> list[_Entry]:
+    def _take(self, oldest: int) -> list[_Entry]:
+        """Up to max_batch_size live items: bucket `oldest` first, then the nearest ones."""
         now = time.monotonic()
         batch: list[_Entry] = []
-        while bucket and len(batch) < self.config.max_batch_size:
-            entry = bucket.popleft()
-            if entry.future.done():
-                continue  # its caller gave up
-            if entry.deadline is not None and entry.deadline <= now:
-                entry.future.set_exception(DeadlineExceeded("deadline passed while queued"))
-                continue
-            batch.append(entry)
+        for key in sorted(self._buckets, key=lambda k: (abs(k - oldest), k)):
+            bucket = self._buckets[key]
+            while bucket and len(batch) < self.config.max_batch_size:
+                entry = bucket.popleft()
+                if entry.future.done():
+                    continue  # its caller gave up
+                if entry.deadline is not None and entry.deadline <= now:
+                    entry.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                    continue
+                batch.append(entry)
         return batch
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:

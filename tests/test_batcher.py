@@ -60,21 +60,28 @@ def test_a_lone_item_waits_at_most_the_queue_delay():
     assert elapsed < 2.0
 
 
-def test_lengths_in_different_buckets_are_not_mixed():
+def test_a_batch_takes_its_own_bucket_first_then_the_nearest_lengths():
+    """Batches of 4 from three buckets: each takes the bucket of the item that has waited
+    longest, then fills up from the nearest buckets, nearer before farther."""
+
     async def main():
         engine = Engine()
-        config = BatcherConfig(max_batch_size=16, max_queue_delay_us=30_000, bucket_width=50)
+        engine.gate.clear()  # hold the engine so everything queues before the first batch
+        config = BatcherConfig(max_batch_size=4, max_queue_delay_us=1000, bucket_width=50)
         batcher = DynamicBatcher(engine, config)
         batcher.start()
-        short = [batcher.submit(i, length=10) for i in range(5)]
-        long = [batcher.submit(100 + i, length=300) for i in range(5)]
-        await asyncio.gather(*short, *long)
+        calls = [batcher.submit(i, length=10) for i in range(3)]  # bucket 0, oldest
+        calls += [batcher.submit(100 + i, length=300) for i in range(3)]  # bucket 6
+        calls += [batcher.submit(200 + i, length=60) for i in range(3)]  # bucket 1
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await asyncio.gather(*tasks)
         await batcher.stop()
         return engine
 
     engine = run(main())
-    for batch in engine.batches:
-        assert all(i < 100 for i in batch) or all(i >= 100 for i in batch)
+    assert engine.batches == [[0, 1, 2, 200], [100, 101, 102, 201], [202]]
 
 
 def test_full_queue_is_refused():
