@@ -9,7 +9,8 @@ with the artifact's max_src_len, as the server would chunk it. Pieces are batche
 channel (shortest first, as `runtime.corrector.correct_texts` does), each batch is decoded by
 both decoders back to back, in alternating order, and the whole set is repeated; times are
 medians over repeats with their min–max. The identity check compares every row's output ids.
-See benchmarks/README.md for what each number means.
+It is also the `decoding` suite of `kmcorrect bench` (`run(ctx)`, `markdown`, `plots` at the
+end). See benchmarks/README.md for what each number means.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import device_name, environment, slug, spread
+from benchmarks.common import BenchContext, device_name, environment, slug, spread
 from runtime.artifact import load_artifact
-from runtime.decoding import Decoded, aggressive_decode, greedy_decode
+from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
 from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
@@ -169,7 +170,7 @@ def _oracle_targets(row: dict, vocab, max_src_len: int) -> list[list[int]]:
     return [vocab.encode(t) for t in targets]
 
 
-def decode(engine, name: str, ids, mask, max_len: int, max_draft: int) -> list[Decoded]:
+def decode(engine, name: str, ids, mask, max_len, max_draft: int) -> list[Decoded]:
     if name == "greedy":
         return greedy_decode(engine, ids, mask, max_len)
     return aggressive_decode(engine, ids, mask, max_len, max_draft=max_draft)
@@ -268,7 +269,9 @@ def summarize(rows, batches, seconds, max_lens, vocab, include=None) -> dict:
                 # Every live row takes part in every call, so a batch makes as many decoder
                 # calls as its longest-running row.
                 g["calls"][d] += max(o.passes for o in outs)
-                g["hit_max_len"][d] += sum(len(o.ids) >= max_lens[b] for o in outs)
+                g["hit_max_len"][d] += sum(
+                    len(o.ids) >= limit for o, limit in zip(outs, max_lens[b], strict=True)
+                )
                 for r, per_batch in enumerate(seconds):
                     g["_seconds"][d][r] += per_batch[b][d]
 
@@ -312,14 +315,14 @@ def make_engine(args: argparse.Namespace, artifact) -> tuple[object, list[str]]:
     return engine, ["CUDAExecutionProvider" if args.device == "cuda" else "torch-cpu"]
 
 
-def run(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace) -> dict:
+    """Decode the sampled rows with both decoders and return every number (writes nothing)."""
     artifact = load_artifact(Path(args.artifact))
     engine, providers = make_engine(args, artifact)
     vocab = artifact.vocab
     max_src_len = artifact.limits["max_src_len"]
     max_tgt_len = artifact.limits["max_tgt_len"]
     device = device_name(providers)
-    out_dir = Path(args.out) if args.out else Path("benchmarks/results") / slug(device)
 
     rows = sample_rows(Path(args.data) / "test.jsonl", args.rows, args.seed)
     sampled = len(rows)
@@ -339,7 +342,7 @@ def run(args: argparse.Namespace) -> dict:
     batches = make_batches(pieces, args.batch_size, args.seed)
     padded = [pad(batch, engine.pad_id) for batch in batches]
     # As the service does (runtime.corrector.Corrector._decode).
-    max_lens = [min(max_tgt_len, int(1.5 * ids.shape[1]) + 10) for ids, _ in padded]
+    max_lens = [output_limits(mask, max_tgt_len).tolist() for _, mask in padded]
     log = args.log
     max_n = artifact.limits.get("max_n")
     if args.max_draft is None:
@@ -406,7 +409,7 @@ def run(args: argparse.Namespace) -> dict:
         log(f"DIFFERING row {diff['row']}: {json.dumps(diff, ensure_ascii=False)}")
 
     ended = [
-        all(len(p.out["greedy"].ids) < max_lens[b] for p in batch)
+        all(len(p.out["greedy"].ids) < limit for p, limit in zip(batch, max_lens[b], strict=True))
         for b, batch in enumerate(batches)
     ]
     results = {
@@ -445,13 +448,20 @@ def run(args: argparse.Namespace) -> dict:
         "groups_ended": summarize(rows, batches, seconds, max_lens, vocab, ended),
         "call_costs": costs,
     }
+    return results
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """The standalone benchmark: `measure`, then write `<out>/<name>.json` and `.md`."""
+    results = measure(args)
+    out_dir = Path(args.out) if args.out else Path("benchmarks/results") / results["device_slug"]
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{args.name}.json", out_dir / f"{args.name}.md"
     json_path.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", "utf-8")
     md_path.write_text(report(results), "utf-8")
     results["paths"] = {"json": str(json_path), "markdown": str(md_path)}
-    log(report(results))
-    log(f"wrote {json_path} and {md_path}")
+    args.log(report(results))
+    args.log(f"wrote {json_path} and {md_path}")
     return results
 
 
@@ -632,7 +642,83 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, log=print) -> dict:
     args = parse_args(argv)
     args.log = log
-    return run(args)
+    return benchmark(args)
+
+
+# ---------------------------------------------------------------------------------- the suite
+
+# `kmcorrect bench --suite decoding`: onnxruntime fp32, batch 1, the service's draft length.
+QUICK = {"rows": 200, "repeats": 1}
+FULL = {"rows": 1000, "repeats": 3}
+
+
+def run(ctx: BenchContext) -> dict:
+    """The `decoding` suite's section: `measure` with the quick or full settings."""
+    settings = QUICK if ctx.quick else FULL
+    argv = ["--artifact", str(ctx.artifact), "--data", str(ctx.data), "--device", ctx.device]
+    argv += ["--threads", str(ctx.threads), "--seed", str(ctx.seed)]
+    argv += ["--rows", str(settings["rows"]), "--repeats", str(settings["repeats"])]
+    args = parse_args(argv)
+    args.log = ctx.log
+    section = measure(args)
+    section["targets"] = targets(section)
+    return section
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's decoding target (aggressive ≥ 5× greedy) and the identity it rests on."""
+    everything, rows = results["groups"]["all"], results["rows"]
+    differing = results["identity"]["differing_rows"]
+    speedup = everything["speedup"]
+    return [
+        {
+            "target": "aggressive ≥ 5× greedy",
+            "measured": f"{_range(speedup, '{:.2f}×')} over {rows} rows "
+            f"({engine_label(results['config'])}, batch {results['config']['batch_size']})",
+            "met": bool(speedup and speedup["median"] >= 5),
+        },
+        {
+            "target": "aggressive output identical to greedy",
+            "measured": f"{differing} of {rows} rows differ",
+            "met": differing == 0,
+        },
+    ]
+
+
+def markdown(section: dict) -> str:
+    return report(section)
+
+
+def plots(section: dict, out_dir: str | Path) -> list[str]:
+    """decoding.png: decoder passes per output character and the speedup, per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {name: g for name, g in section["groups"].items() if g["output_chars"]}
+    x = np.arange(len(groups))
+    fig, (passes, speed) = plt.subplots(1, 2, figsize=(12, 4))
+    for k, d in enumerate(DECODERS):
+        values = [g["passes_per_char"][d] for g in groups.values()]
+        passes.bar(x + (k - 0.5) * 0.4, values, 0.4, label=d)
+    passes.set_ylabel("decoder passes per output char")
+    passes.legend()
+    stats = [g["speedup"] for g in groups.values()]
+    median = np.array([s["median"] for s in stats])
+    error = [median - [s["min"] for s in stats], [s["max"] for s in stats] - median]
+    speed.bar(x, median, 0.6, yerr=error, capsize=3)
+    speed.axhline(1.0, color="grey", linewidth=1)
+    speed.set_ylabel("speedup (greedy s / aggressive s)")
+    for ax in (passes, speed):
+        ax.set_xticks(x, list(groups), rotation=30, ha="right")
+    fig.suptitle(f"Decoding: greedy vs aggressive — {section['device']}")
+    fig.tight_layout()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / "decoding.png", dpi=110)
+    plt.close(fig)
+    return ["decoding.png"]
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
     "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
     "correct": ("runtime.correct_cli", "correct lines in-process or via a server", "serve"),
-    "bench": ("benchmarks.cli", "decoding benchmark: greedy vs aggressive, per channel", "train"),
+    "bench": ("benchmarks.cli", "benchmark suites side by side -> results/<device>/", "train"),
     "demo": ("runtime.demo", "serve an artifact, correct sample rows over gRPC, stop", "serve"),
 }
 
