@@ -1,5 +1,6 @@
 """`kmcorrect bench`: every suite asked for runs and is reported, whatever the others do."""
 
+import argparse
 import json
 import sys
 import types
@@ -39,7 +40,7 @@ def tiny_suites(monkeypatch):
 
 
 def _args(*argv):
-    parser = cli.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
