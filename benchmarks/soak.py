@@ -13,7 +13,9 @@
    the end of the warm-up (the first `--warmup` share of requests) to the end of the load.
 4. Overload, on purpose: `--burst` callers at once against a queue of `--max-queue-size`
    places must be answered correctly or refused with RESOURCE_EXHAUSTED, nothing else; the
-   server must then still answer correctly and report SERVING.
+   server must then still answer correctly and report SERVING. The burst is spread over four
+   connections; keep it under 4 x the server's max_concurrent_streams (256 by default), beyond
+   which gRPC itself refuses streams (UNAVAILABLE, REFUSED_STREAM).
 5. SIGTERM: the server drains and exits 0.
 
 Passes when: zero errors and zero wrong answers under load, growth <= 5%, the burst refuses

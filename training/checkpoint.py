@@ -50,8 +50,15 @@ class Checkpoint:
 
 def tensors_path(info: Path) -> Path:
     """The tensors file a checkpoint JSON names (its `tensors` entry)."""
-    meta = json.loads(Path(info).read_text(encoding="utf-8"))
-    return Path(info).parent / meta["tensors"]
+    return Path(info).parent / _tensors_name(Path(info), json.loads(Path(info).read_text("utf-8")))
+
+
+def _tensors_name(info: Path, meta: dict) -> str:
+    # Checkpoints written before tensors files were named by content: <tag>.safetensors.
+    tensors = meta.get("tensors", f"{info.stem}.safetensors")
+    if not isinstance(tensors, str) or Path(tensors).name != tensors:
+        raise UserError(f"{info}: names no tensors file in this folder")
+    return tensors
 
 
 def _write_temp(directory: Path, name: str, write) -> Path:
@@ -138,9 +145,7 @@ def load(path: Path, tag: str = "best") -> Checkpoint:
         raise UserError(f"{info}: not a khmer-correct checkpoint (format is not {FORMAT!r})")
     if meta.get("version") != VERSION:
         raise UserError(f"{info}: checkpoint version {meta.get('version')} is not {VERSION}")
-    if not isinstance(meta.get("tensors"), str) or Path(meta["tensors"]).name != meta["tensors"]:
-        raise UserError(f"{info}: names no tensors file in this folder")
-    weights = info.parent / meta["tensors"]
+    weights = info.parent / _tensors_name(info, meta)
     if not weights.exists():
         raise UserError(f"{info}: its tensors file {weights.name} is missing")
     if sha256_file(weights) != meta.get("sha256"):
