@@ -22,7 +22,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,11 +33,12 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.common import BenchContext, device_name, environment, slug, spread
+from benchmarks.common import BenchContext, device_name, environment, free_port, slug, spread
 from benchmarks.decoding import sample_rows
 from benchmarks.loadgen import ClosedLoop, OpenLoop, Sender, Window, summarize
 from proto import kserve_pb2, kserve_pb2_grpc
 from runtime.config import ServeConfig
+from runtime.server import pack_bytes, unpack_bytes
 
 NAME = "server"
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,12 +92,6 @@ FULL = Settings(
 
 
 # ---------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -230,20 +224,6 @@ def start_ours(
 # ---------------------------------------------------------------------------------- client
 
 
-def _pack(texts: list[str]) -> bytes:
-    """A KServe v2 raw BYTES tensor: each element behind its 4-byte little-endian length."""
-    return b"".join(len(b).to_bytes(4, "little") + b for b in (t.encode() for t in texts))
-
-
-def _unpack(raw: bytes) -> list[str]:
-    texts, position = [], 0
-    while position + 4 <= len(raw):
-        size = int.from_bytes(raw[position : position + 4], "little")
-        texts.append(raw[position + 4 : position + 4 + size].decode())
-        position += 4 + size
-    return texts
-
-
 def kserve_sender(stub: kserve_pb2_grpc.GRPCInferenceServiceStub) -> Sender:
     """One text per ModelInfer request, shaped [1, 1] (a batch of one: what Triton expects of a
     batching model, and what our server reads as one text)."""
@@ -254,14 +234,17 @@ def kserve_sender(stub: kserve_pb2_grpc.GRPCInferenceServiceStub) -> Sender:
 
     async def send(text: str) -> tuple[str, list[str]]:
         request = kserve_pb2.ModelInferRequest(
-            model_name=MODEL, inputs=[tensor], outputs=wanted, raw_input_contents=[_pack([text])]
+            model_name=MODEL,
+            inputs=[tensor],
+            outputs=wanted,
+            raw_input_contents=[pack_bytes([text.encode()])],
         )
         try:
             response = await stub.ModelInfer(request)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, []
         if response.raw_output_contents:
-            return "OK", _unpack(response.raw_output_contents[0])
+            return "OK", [a.decode() for a in unpack_bytes(response.raw_output_contents[0])]
         return "OK", [b.decode() for b in response.outputs[0].contents.bytes_contents]
 
     return send

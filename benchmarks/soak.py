@@ -30,7 +30,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.common import device_name, environment, slug
+from benchmarks.common import device_name, environment, free_port, slug
 from proto import corrector_pb2, corrector_pb2_grpc
 from runtime.config import ServeConfig
 from runtime.corrector import correct_texts, load_corrector
@@ -63,12 +62,6 @@ def load_inputs(data: Path, distinct: int, max_chars: int, seed: int) -> list[st
         raise UserError(f"{path} has no rows of at most {max_chars} characters")
     random.Random(seed).shuffle(texts)
     return texts[:distinct]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:

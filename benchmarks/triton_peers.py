@@ -38,9 +38,9 @@ from pathlib import Path
 import grpc
 
 from benchmarks import server
-from benchmarks.common import BenchContext, device_name, environment
+from benchmarks.common import BenchContext, device_name, environment, free_port
 from benchmarks.loadgen import measure_until_stable
-from benchmarks.server import ROOT, ServerProcess, free_port, start_ours
+from benchmarks.server import ROOT, ServerProcess, start_ours
 from proto import kserve_pb2_grpc
 from runtime.config import ServeConfig
 

@@ -281,18 +281,18 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
                         name=OUTPUT_NAME, datatype="BYTES", shape=shape
                     )
                 ],
-                raw_output_contents=[_pack_bytes([c.text.encode() for c in corrections])],
+                raw_output_contents=[pack_bytes([c.text.encode() for c in corrections])],
             )
 
         return await self.rt.answer(context, len(texts) or 1, work)
 
 
-def _pack_bytes(elements: list[bytes]) -> bytes:
+def pack_bytes(elements: list[bytes]) -> bytes:
     """The KServe v2 raw form of a BYTES tensor: each element behind its 4-byte LE length."""
     return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
 
 
-def _unpack_bytes(raw: bytes) -> list[bytes]:
+def unpack_bytes(raw: bytes) -> list[bytes]:
     elements, position = [], 0
     while position < len(raw):
         if position + 4 > len(raw):
@@ -314,7 +314,7 @@ def _input_texts(request: kserve_pb2.ModelInferRequest) -> list[str]:
     if tensor.datatype != "BYTES":
         raise BadRequest(f"input {INPUT_NAME} must be BYTES, got {tensor.datatype}")
     if request.raw_input_contents:
-        elements = _unpack_bytes(request.raw_input_contents[0])
+        elements = unpack_bytes(request.raw_input_contents[0])
     else:
         elements = list(tensor.contents.bytes_contents)
     expected = 1

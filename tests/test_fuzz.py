@@ -17,7 +17,7 @@ from strategies import hostile_text
 
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.corrector import correct_texts, load_corrector
-from runtime.server import _pack_bytes, _unpack_bytes
+from runtime.server import pack_bytes, unpack_bytes
 from runtime.text import apply_spans, normalize
 from runtime.text.spans import Span
 
@@ -110,11 +110,11 @@ def test_kserve_model_infer(channel, vocab, batch):
     request = kserve_pb2.ModelInferRequest(
         model_name="khmer-correct",
         inputs=[tensor],
-        raw_input_contents=[_pack_bytes([t.encode() for t in batch])],
+        raw_input_contents=[pack_bytes([t.encode() for t in batch])],
     )
     response = stub.ModelInfer(request, timeout=TIMEOUT)
     assert list(response.outputs[0].shape) == [len(batch)]
-    answers = [a.decode("utf-8") for a in _unpack_bytes(response.raw_output_contents[0])]
+    answers = [a.decode("utf-8") for a in unpack_bytes(response.raw_output_contents[0])]
     assert len(answers) == len(batch)
     for text, answer in zip(batch, answers, strict=True):
         check(vocab, text, answer)
