@@ -69,6 +69,13 @@ def render_markdown(card: dict) -> str:
     lines += [f"- built in {card['seconds']:.0f} s", ""]
     lines += ["## Input", "", "| what | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in card["input"].items()]
+    if card.get("channel_sentences"):
+        allotted = card["channel_sentences"]
+        names = list(next(iter(allotted.values())))
+        lines += ["", "## Sentences per channel (shares of each split, then caps)", ""]
+        lines += ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for split, counts in allotted.items():
+            lines.append(f"| {split} | " + " | ".join(str(counts[n]) for n in names) + " |")
     lines += ["", "## Channels", "", "| channel | rows | seconds | rows/s |", "|---|---|---|---|"]
     for name, info in card["channels"].items():
         lines.append(

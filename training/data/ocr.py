@@ -136,6 +136,15 @@ def _check_tools() -> tuple[list[str], set[str]]:
     return fonts, langs
 
 
+def unavailable() -> list[str]:
+    """Empty when OCR can run; else the note naming what to install (asked before sharing out)."""
+    try:
+        _check_tools()
+    except MissingTool as exc:
+        return [str(exc)]
+    return []
+
+
 def settings_for(sentence: str, seed: int, fonts: Sequence[str], langs: set[str]) -> Settings:
     """The rendering settings of one sentence: a pure function of (seed, sentence, fonts)."""
     digest = hashlib.sha256(f"ocr\0{seed}\0{sentence}".encode()).digest()

@@ -194,6 +194,24 @@ def _extractor_missing(name: str) -> str | None:
     return None
 
 
+def unavailable() -> list[str]:
+    """Why the channel cannot run at all with its default generators, extractors and fonts.
+
+    Empty when it can (some generator, some extractor and some default font are there); else
+    the notes naming what to install. The data build asks before it shares out sentences.
+    """
+    notes = []
+    installed = available_fonts()
+    if not any(family in installed for family in DEFAULT_FONTS):
+        notes.append("no Khmer font found: apt-get install fonts-khmeros fonts-noto-core")
+    generators = [_generator_missing(name) for name in GENERATORS]
+    extractors = [_extractor_missing(name) for name in EXTRACTORS]
+    for reasons in (generators, extractors):
+        if all(reasons):
+            notes.extend(dict.fromkeys(reasons))
+    return notes
+
+
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
