@@ -35,8 +35,12 @@ from runtime.artifact import (
     manifest_checksum,
     sha256_file,
 )
+from runtime.corrector import Corrector, ModelInfo
+from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from training import checkpoint
+from training.calibrate import calibrate
+from training.data.rows import read_rows
 from training.models import count_parameters
 
 
@@ -70,6 +74,9 @@ def export_artifact(
         write_manifest(staging, manifest)
         if report["failures"]:
             raise UserError("export verification failed:\n  " + "\n  ".join(report["failures"]))
+        if ckpt.model_name == "editor":
+            manifest["gate"] = _calibrate_gate(staging, ckpt.meta, data, config, log)
+            write_manifest(staging, manifest)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -151,6 +158,33 @@ def _fill_lengths(config: ExportConfig, meta: dict) -> ExportConfig:
     if config.max_tgt_len is None:  # bos + target; the eos is produced, never fed
         lengths["max_tgt_len"] = train.get("max_tgt_len", 319) + 1
     return replace(config, **lengths)
+
+
+def _calibrate_gate(
+    staging: Path, meta: dict, data: Path | None, config: ExportConfig, log
+) -> dict:
+    """The editor's gate from the validation split beside the test split (``data``, else the
+    training data), run through the fp32 graph as serving runs it."""
+    folder = data if data is None or data.is_dir() else data.parent
+    folder = folder or Path((meta.get("train_config") or {}).get("data", "."))
+    path = folder / "val.jsonl"
+    if not path.is_file():
+        log(f"no {path}: the gate is left open (every edit applied); --data DIR with val.jsonl")
+        return {"min_confidence": 0.0, "calibrated": False, "reason": f"no {path}"}
+    rows = [row for _, row in zip(range(config.calibration_rows), read_rows(path), strict=False)]
+    artifact = load_artifact(staging)
+    corrector = Corrector(ModelInfo.of_artifact(artifact), OnnxEngine(artifact, "fp32"))
+    log(f"calibrating the gate on {len(rows)} rows of {path}")
+    gate = calibrate(
+        corrector, rows, max_clean_introduced=config.max_clean_introduced, max_harm=config.max_harm
+    )
+    chosen = gate["chosen"]
+    log(
+        f"gate: min_confidence {gate['min_confidence']} (validation CER {chosen['cer_before']:.4f} "
+        f"-> {chosen['cer_after']:.4f}, rows made worse {chosen['harm_rate']:.2%}, clean CER "
+        f"introduced {chosen['clean_cer_introduced']:.4%}; bounds met: {gate['bounds_met']})"
+    )
+    return {**gate, "calibrated": True, "source": str(path)}
 
 
 def _training_test_split(meta: dict) -> Path | None:

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         type=Path,
-        default=Path("runs/hybrid-default"),
-        help="run directory or checkpoint file (default: runs/hybrid-default, best checkpoint)",
+        default=Path("runs/editor-default"),
+        help="run directory or checkpoint file (default: runs/editor-default, best checkpoint)",
     )
     parser.add_argument("--out", type=Path, help="artifact directory (default: artifacts/<run>)")
     parser.add_argument(

@@ -25,15 +25,21 @@ class ExportConfig:
     verify_batch: int = 32
     max_logit_diff: float = 1e-4  # fp32 and opt vs torch, every output of every graph
     max_cer_change: float = 0.01  # int8 and fp16, absolute CER vs fp32 (see verify.py)
+    # The editor's gate (training/calibrate.py), calibrated on the validation split.
+    calibration_rows: int = 4000
+    max_clean_introduced: float = 0.0005  # CER introduced on clean rows
+    max_harm: float = 0.01  # share of rows made worse
 
     def __post_init__(self) -> None:
         unknown = set(self.variants) - set(VARIANTS)
         if unknown or "fp32" not in self.variants:
             raise ValueError(f"variants must include fp32 and come from {VARIANTS}")
         sizes = [self.max_batch, self.opt_batch, self.opt_src_len, self.max_n, self.verify_rows]
-        sizes += [self.verify_batch, self.max_src_len, self.max_tgt_len]
+        sizes += [self.verify_batch, self.max_src_len, self.max_tgt_len, self.calibration_rows]
         if any(size is not None and size < 1 for size in sizes):
             raise ValueError("batch sizes, lengths and row counts must be at least 1")
+        if not (self.max_clean_introduced >= 0 and 0 <= self.max_harm <= 1):
+            raise ValueError("the gate's bounds must be a CER >= 0 and a share of rows in 0..1")
 
     def axis_ranges(self) -> dict[str, tuple[int, int, int]]:
         """(min, opt, max) of every dynamic axis name the graphs use."""

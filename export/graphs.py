@@ -1,5 +1,8 @@
 """Torch model -> the fp32 ONNX graphs of an artifact, checked and shape-inferred.
 
+    editor   (editor) src_ids [b, src] int64, src_mask [b, src] bool
+             -> labels [b, frames] int64, probs [b, frames]: the best label of every frame
+             and its probability, one pass (``runtime.editing`` turns them into text)
     encoder  src_ids [b, src] int64, src_mask [b, src] bool
              -> memory [b, src, d_model], cross_k_i, cross_v_i [b, heads, src, head_dim]
     decoder  ``training.models.export_step.DecoderStepExport``: n new tokens over a past cache
@@ -12,6 +15,7 @@ The wrappers are plain modules, so verification runs the very functions that wer
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import onnx
 import torch
@@ -21,7 +25,7 @@ from runtime.artifact import graph_filename
 from runtime.errors import UserError
 from training.models.export_step import DecoderStepExport, EncoderExport, export_onnx
 
-EXPORTABLE = ("hybrid", "char_transformer")
+EXPORTABLE = ("editor", "hybrid", "char_transformer")
 
 
 class EncoderGraph(EncoderExport):
@@ -40,25 +44,53 @@ class EncoderGraph(EncoderExport):
         return {**super().dynamic_axes, "memory": {0: "batch", 1: "src_len"}}
 
 
-class MapperGraph(nn.Module):
-    """The hybrid's AtomicMapper substitution head: one position-wise pass, no decoder."""
+class SourceGraph(nn.Module):
+    """A graph of the source alone, ``(src_ids, src_mask) -> outputs``, one pass, no cache."""
 
-    def __init__(self, model: nn.Module) -> None:
+    output_names: ClassVar[list[str]]
+    output_axes: ClassVar[dict[int, str]]
+
+    def __init__(self, vocab_size: int) -> None:
         super().__init__()
-        self.mapper = model.mapper
-        self.vocab_size = model.config.vocab_size
+        self.vocab_size = vocab_size
         self.input_names = ["src_ids", "src_mask"]
-        self.output_names = ["sub_logits"]
-        self.dynamic_axes = {
-            n: {0: "batch", 1: "src_len"} for n in ["src_ids", "src_mask", "sub_logits"]
-        }
 
-    def forward(self, src_ids: Tensor, src_mask: Tensor) -> Tensor:
-        return self.mapper(src_ids, src_mask)[1]
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {name: {0: "batch", 1: "src_len"} for name in self.input_names}
+        return axes | {name: self.output_axes for name in self.output_names}
 
     def example_inputs(self, batch: int = 2, src_len: int = 7) -> tuple[Tensor, ...]:
         ids = torch.randint(4, self.vocab_size, (batch, src_len))
         return ids, torch.ones(batch, src_len, dtype=torch.bool)
+
+
+class MapperGraph(SourceGraph):
+    """The hybrid's AtomicMapper substitution head: one position-wise pass, no decoder."""
+
+    output_names: ClassVar[list[str]] = ["sub_logits"]
+    output_axes: ClassVar[dict[int, str]] = {0: "batch", 1: "src_len"}
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model.config.vocab_size)
+        self.mapper = model.mapper
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> Tensor:
+        return self.mapper(src_ids, src_mask)[1]
+
+
+class EditorGraph(SourceGraph):
+    """The editor's one pass: the best label of every frame and its probability."""
+
+    output_names: ClassVar[list[str]] = ["labels", "probs"]
+    output_axes: ClassVar[dict[int, str]] = {0: "batch", 1: "frames"}
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model.config.vocab_size)
+        self.model = model
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.best_path(src_ids, src_mask)
 
 
 def graph_wrappers(model_name: str, model: nn.Module) -> dict[str, nn.Module]:
@@ -71,6 +103,8 @@ def graph_wrappers(model_name: str, model: nn.Module) -> dict[str, nn.Module]:
         )
     if model_name not in EXPORTABLE:
         raise UserError(f"model {model_name!r} is not exportable; exportable: {EXPORTABLE}")
+    if model_name == "editor":
+        return {"editor": EditorGraph(model).eval()}
     wrappers = {"encoder": EncoderGraph(model), "decoder": DecoderStepExport(model)}
     if model_name == "hybrid":
         wrappers["mapper"] = MapperGraph(model)

@@ -9,14 +9,16 @@ batched by length:
   to ``max_n`` tokens over a growing cache: past_len 0 and > 0, n = 1 and n > 1, at lengths
   never seen while tracing;
 * greedy decoding: ``runtime.decoding.greedy_decode`` on the artifact against torch's
-  ``greedy_decode`` on the checkpoint, row by row;
+  ``greedy_decode`` on the checkpoint, row by row; for the editor, its one pass collapsed by
+  ``runtime.editing`` (ungated) on both sides;
 * for int8 and fp16, the CER change their greedy outputs cause: against the references when
   the inputs come with them (CER of the variant minus CER of fp32), else against the fp32
   outputs taken as the reference.
 
-fp32 and opt are held to ``max_logit_diff`` and identical greedy output on every row; int8 and
-fp16 to ``max_cer_change``. A variant that onnxruntime cannot run here (fp16 on some CPU
-builds) is recorded as not verified, with the reason, instead of failing the export.
+fp32 and opt are held to ``max_logit_diff`` (on every float output) and identical output
+on every row; int8 and fp16 to ``max_cer_change``. A variant that onnxruntime cannot run here
+(fp16 on some CPU builds) is recorded as not verified, with the reason, instead of failing
+the export.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from torch import nn
 from export.config import ExportConfig
 from runtime.artifact import Artifact
 from runtime.decoding import greedy_decode
+from runtime.editing import edit_texts
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from runtime.text import ScoreBoard, Vocab, normalize
 from training.data.rows import read_rows
+from training.models import Editor, edit
 from training.models import greedy_decode as torch_greedy_decode
 
 EXACT = ("fp32", "opt")  # held to max_logit_diff and identical greedy output
@@ -187,19 +191,19 @@ def _measure(
     reference = [None] * len(probe.ids)
     for batch in _batches(probe.ids, config.verify_batch):
         cases = _cases(wrappers, batch, config)
-        ids, mask = torch.from_numpy(batch.ids), torch.from_numpy(batch.mask)
-        _place(reference, batch, torch_greedy_decode(model, ids, mask, config.max_tgt_len))
+        _place(reference, batch, _torch_outputs(model, batch, config))
         for variant, run in list(runs.items()):
             started = time.perf_counter()
             try:
                 for graph, feeds, want in cases:
                     got = run.engine.sessions[graph].run(None, feeds)
-                    worst = max(float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True))
+                    worst = max(
+                        float(np.abs(g - w).max())
+                        for g, w in zip(got, want, strict=True)
+                        if w.dtype.kind == "f"
+                    )
                     run.diffs[graph] = max(run.diffs.get(graph, 0.0), worst)
-                decoded = [
-                    d.ids
-                    for d in greedy_decode(run.engine, batch.ids, batch.mask, config.max_tgt_len)
-                ]
+                decoded = _engine_outputs(model, run.engine, batch, config)
             except CANNOT_RUN as exc:
                 if variant in EXACT:
                     raise
@@ -211,13 +215,38 @@ def _measure(
     return reference, runs, skipped
 
 
+def _torch_outputs(model: nn.Module, batch: Batch, config: ExportConfig) -> list[list[int]]:
+    """The checkpoint's output ids: the editor's one pass through the runtime's collapse, or
+    greedy decoding."""
+    ids, mask = torch.from_numpy(batch.ids), torch.from_numpy(batch.mask)
+    if isinstance(model, Editor):
+        return [e.ids for e in edit(model, ids, mask)]
+    return torch_greedy_decode(model, ids, mask, config.max_tgt_len)
+
+
+def _engine_outputs(
+    model: nn.Module, engine: OnnxEngine, batch: Batch, config: ExportConfig
+) -> list[list[int]]:
+    """The artifact's output ids, decoded as serving decodes them (ungated)."""
+    if isinstance(model, Editor):
+        labels, probs = engine.edit(batch.ids, batch.mask)
+        c = model.config
+        edited = edit_texts(
+            labels, probs, batch.ids, batch.mask, upsample=c.upsample, blank_id=c.blank_id
+        )
+        return [e.ids for e in edited]
+    return [d.ids for d in greedy_decode(engine, batch.ids, batch.mask, config.max_tgt_len)]
+
+
 def _cases(wrappers: dict[str, nn.Module], batch: Batch, config: ExportConfig) -> list:
-    """``(graph, feeds, torch outputs)`` for one batch: the encoder and mapper on the sources,
-    the decoder on ``[bos] + source`` in calls of up to ``max_n`` tokens."""
+    """``(graph, feeds, torch outputs)`` for one batch: the editor, encoder and mapper on the
+    sources, the decoder on ``[bos] + source`` in calls of up to ``max_n`` tokens."""
     ids, mask = torch.from_numpy(batch.ids), torch.from_numpy(batch.mask)
     source_feeds = {"src_ids": batch.ids, "src_mask": batch.mask}
     cases = []
     with torch.no_grad():
+        if "editor" in wrappers:
+            return [("editor", source_feeds, _numpy(wrappers["editor"](ids, mask)))]
         memory, *cross = wrappers["encoder"](ids, mask)
         cases.append(("encoder", source_feeds, _numpy([memory, *cross])))
         if "mapper" in wrappers:

@@ -1,6 +1,7 @@
 """An exported model as the runtime sees it: `artifacts/<name>/`, verified before use.
 
     manifest.json           what is here and where it came from (written by `kmcorrect export`)
+    editor.onnx             src_ids, src_mask -> labels, probs (the editor: one pass, no decoder)
     encoder.onnx            src_ids, src_mask -> memory, cross_k_i, cross_v_i
     decoder.onnx            tokens, positions, src_mask, tgt_key_mask, cross K/V, past K/V
                             -> logits, present K/V
@@ -79,7 +80,8 @@ class Artifact:
 
     @property
     def variants(self) -> list[str]:
-        return list(self.graphs["encoder"]["files"])
+        """The variants every graph was written in (fp32 first)."""
+        return list(next(iter(self.graphs.values()))["files"])
 
     def graph_path(self, graph: str, variant: str = "fp32") -> Path:
         files = self.graphs.get(graph, {}).get("files", {})

@@ -1,23 +1,29 @@
 """The engine side of serving: a batch of model pieces in, corrected pieces out.
 
-`Corrector.run_batch` is what the dynamic batcher calls on its worker thread. It groups the
-batch by (mode, decoding), encodes each group once, runs the chosen decoder (or, for the
-substitution mode, the AtomicMapper's single pass) and turns ids back into text with each
-character's probability.
+`Corrector.run_batch` is what the dynamic batcher calls on its worker thread. For the editor
+it is one engine call for the whole batch, then the collapse and each job's confidence gate
+(`runtime.editing`); mode and decoding do not apply to a one-pass model. For the
+sequence-to-sequence models it groups the batch by (mode, decoding), encodes each group once,
+runs the chosen decoder (or, for the substitution mode, the AtomicMapper's single pass). Ids
+become text with each character's probability.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.artifact import Artifact, load_artifact
 from runtime.config import ServeConfig
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
+from runtime.editing import Plan, apply_edits, plan_edits
 from runtime.engines import Engine
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import TensorRTEngine
 from runtime.pipeline import Corrected, Correction, assemble, prepare
 from runtime.service import Job
+from runtime.text import Vocab
 
 # The execution providers each --device asks onnxruntime for, in preference order;
 # --device tensorrt-native runs the artifact's own TensorRT plans instead (TensorRTEngine).
@@ -25,18 +31,58 @@ DEVICE_PROVIDERS = {"cpu": ["cpu"], "cuda": ["cuda"], "tensorrt": ["tensorrt", "
 NATIVE_TENSORRT = "tensorrt-native"
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the Corrector needs to know of a model, whichever engine runs it: an artifact
+    (`of_artifact`), or a checkpoint in training (``training.torch_engine``)."""
+
+    name: str  # editor, hybrid, char_transformer
+    config: dict  # the model's config as exported (ids, sizes, upsample)
+    vocab: Vocab
+    max_src_len: int  # longest model piece; longer text is chunked
+    max_tgt_len: int  # sequence-to-sequence: bos + output, at most
+    max_n: int  # sequence-to-sequence: most tokens one decoder call takes
+    model_id: str  # answers name it (the artifact's manifest checksum)
+    has_mapper: bool  # the hybrid's AtomicMapper, for the substitution mode
+    min_confidence: float = 0.0  # the editor's gate, as calibrated at export
+
+    @property
+    def is_editor(self) -> bool:
+        return self.name == "editor"
+
+    @classmethod
+    def of_artifact(cls, artifact: Artifact) -> ModelInfo:
+        limits = artifact.limits
+        return cls(
+            name=artifact.model_name,
+            config=artifact.model_config,
+            vocab=artifact.vocab,
+            max_src_len=limits["max_src_len"],
+            max_tgt_len=limits["max_tgt_len"],
+            max_n=limits["max_n"],
+            model_id=artifact.manifest["checksum"][:16],
+            has_mapper="mapper" in artifact.graphs,
+            min_confidence=float(artifact.manifest.get("gate", {}).get("min_confidence", 0.0)),
+        )
+
+
 class Corrector:
-    def __init__(self, artifact: Artifact, engine: Engine) -> None:
-        self.artifact = artifact
+    def __init__(self, info: ModelInfo, engine: Engine) -> None:
+        self.info = info
         self.engine = engine
-        self.vocab = artifact.vocab
-        self.max_src_len = artifact.limits["max_src_len"]
-        self.max_tgt_len = artifact.limits["max_tgt_len"]
-        self.max_n = artifact.limits["max_n"]
-        self.artifact_id = artifact.manifest["checksum"][:16]
-        self.has_mapper = "mapper" in artifact.graphs
+        self.vocab = info.vocab
+        self.max_src_len = info.max_src_len
+        self.max_tgt_len = info.max_tgt_len
+        self.max_n = info.max_n
+        self.artifact_id = info.model_id
+        self.has_mapper = info.has_mapper
+        self.is_editor = info.is_editor
+        # The editor's gate: edits below this confidence are not applied (calibrated at export).
+        self.min_confidence = info.min_confidence
 
     def run_batch(self, jobs: list[Job]) -> list[Corrected]:
+        if self.is_editor:
+            return self._edit(jobs)
         results: list[Corrected | None] = [None] * len(jobs)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, job in enumerate(jobs):
@@ -67,6 +113,38 @@ class Corrector:
         else:
             decoded = aggressive_decode(self.engine, ids, mask, max_len, max_draft=self.max_n - 1)
         return [self._text(d) for d in decoded]
+
+    def plan(self, texts: list[str]) -> list[Plan]:
+        """The editor's edits of each text (one pass for all), before the gate."""
+        ids, mask = self._pad(texts)
+        labels, probs = self.engine.edit(ids, mask)
+        config = self.info.config
+        # The editor's labels: vocabulary ids, then blank (= vocab_size), then KEEP.
+        return plan_edits(
+            labels, probs, ids, mask, upsample=config["upsample"], blank_id=config["vocab_size"]
+        )
+
+    def gated(self, text: str, plan: Plan, min_confidence: float | None = None) -> Corrected:
+        """``text`` with the planned edits that pass the gate (default: the calibrated one)."""
+        threshold = self.min_confidence if min_confidence is None else min_confidence
+        edited = apply_edits(plan, threshold)
+        chars, confidence = [], []
+        for token, origin, prob in zip(edited.ids, edited.origin, edited.confidence, strict=True):
+            # A copy is the source character itself, so one outside the vocabulary passes
+            # through; a new id is its character (specials are none).
+            ch = text[origin] if origin >= 0 else self.vocab.decode([token])
+            if ch:
+                chars.append(ch)
+                confidence.append(prob)
+        return Corrected("".join(chars), confidence)
+
+    def _edit(self, jobs: list[Job]) -> list[Corrected]:
+        """One pass for the whole batch; each row gated at its job's threshold."""
+        plans = self.plan([job.text for job in jobs])
+        return [
+            self.gated(job.text, plan, job.min_confidence)
+            for plan, job in zip(plans, jobs, strict=True)
+        ]
 
     def _substitute(self, texts: list[str]) -> list[Corrected]:
         """One mapper pass: each character replaced by the model's choice for its position."""
@@ -100,12 +178,15 @@ def correct_texts(
     *,
     mode: str = "full",
     decoding: str = "aggressive",
+    min_confidence: float | None = None,
     batch_size: int = 32,
 ) -> list[Correction]:
     """The service's answer for each text, computed in this process without a server: the same
     pipeline and engine, batched shortest first instead of by a queue."""
     prepared = [prepare(t, corrector.vocab, corrector.max_src_len) for t in texts]
-    jobs = [Job(piece, mode, decoding) for p in prepared for piece in p.model_inputs]
+    jobs = [
+        Job(piece, mode, decoding, min_confidence) for p in prepared for piece in p.model_inputs
+    ]
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].text))
     corrected: list[Corrected] = [Corrected("", [])] * len(jobs)
     for start in range(0, len(order), batch_size):
@@ -121,12 +202,13 @@ def load_corrector(config: ServeConfig) -> Corrector:
     (tensorrt-native) the TensorRT plans built for this GPU, whose precision is the variant
     they were built from rather than ``config.variant``."""
     artifact = load_artifact(config.artifact)
+    info = ModelInfo.of_artifact(artifact)
     if config.device == NATIVE_TENSORRT:
-        return Corrector(artifact, TensorRTEngine(artifact))
+        return Corrector(info, TensorRTEngine(artifact))
     engine = OnnxEngine(
         artifact,
         config.variant,
         providers=DEVICE_PROVIDERS[config.device],
         threads=config.threads or None,
     )
-    return Corrector(artifact, engine)
+    return Corrector(info, engine)

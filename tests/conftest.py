@@ -87,3 +87,68 @@ def artifact(run_dir, data_dir, tmp_path_factory):
     from export.build import export_artifact
 
     return export_artifact(run_dir, out, EXPORT_CONFIG, data=data_dir, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def editor_data_dir(tmp_path_factory):
+    """val and test splits for the editor: damaged rows and clean ones (for the gate)."""
+    rng = random.Random(2)
+    folder = tmp_path_factory.mktemp("editor-data")
+    for split, count in (("val", 120), ("test", 120)):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(count):
+                target = KHMER_SENTENCES[i % len(KHMER_SENTENCES)]
+                clean = i % 4 == 0
+                row = {
+                    "input": target if clean else corrupt(target, rng),
+                    "target": target,
+                    "channel": "clean" if clean else "synthetic",
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def editor_run_dir(tmp_path_factory):
+    """A tiny editor trained for 300 steps to repair the test sentences (and leave them alone
+    when they are right), saved as a run directory."""
+    import torch
+
+    from runtime.text import Vocab
+    from training import checkpoint
+    from training.models import build_model
+
+    vocab = Vocab.default()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    model = build_model("editor", len(vocab), "tiny")
+    pairs = [(corrupt(s, rng), s) for s in KHMER_SENTENCES for _ in range(4)]
+    pairs += [(s, s) for s in KHMER_SENTENCES]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        batch = rng.sample(pairs, 12)
+        src, mask = pad([vocab.encode(a) for a, _ in batch])
+        tgt, _ = pad([[vocab.bos_id, *vocab.encode(b), vocab.eos_id] for _, b in batch])
+        loss = model.loss(torch.from_numpy(src), torch.from_numpy(mask), torch.from_numpy(tgt))
+        optimizer.zero_grad()
+        loss.loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    run = tmp_path_factory.mktemp("runs") / "tiny-editor"
+    meta = {"metrics": {"val_cer": 0.05, "val_loss": loss.loss.item()}, "progress": {"step": 300}}
+    checkpoint.save(
+        run / "checkpoints", "best", model_name="editor", model=model.eval(), vocab=vocab, meta=meta
+    )
+    return run
+
+
+@pytest.fixture(scope="session")
+def editor_artifact(editor_run_dir, editor_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-editor"
+    from export.build import export_artifact
+
+    return export_artifact(
+        editor_run_dir, out, EXPORT_CONFIG, data=editor_data_dir, log=lambda _: None
+    )

@@ -88,7 +88,7 @@ def test_tiny_presets_are_tiny(name):
 
 
 def test_registry_errors_and_round_trip():
-    assert set(MODELS) == set(SEQ2SEQ)
+    assert set(MODELS) == {"editor", *SEQ2SEQ}
     with pytest.raises(ValueError, match="char_lstm"):
         build_model("gpt", V)
     with pytest.raises(ValueError, match="tiny"):

@@ -71,6 +71,7 @@ def data(tmp_path: Path, khmer_sentences: list[str]) -> Path:
 
 def config(data: Path, run_dir: Path, **changes) -> TrainConfig:
     settings = dict(
+        model="hybrid",
         preset="tiny",
         data=str(data),
         run_dir=str(run_dir),
@@ -105,6 +106,26 @@ def test_overfits_twenty_pairs(data: Path, tmp_path: Path):
     assert max(list(losses.values())[-5:]) < 0.1, list(losses.values())[-5:]
     assert result.best_cer is not None and result.best_cer < 0.01
     assert result.best == tmp_path / "run" / "checkpoints" / "best.json"
+
+
+def test_the_editor_overfits_twenty_pairs_validating_through_the_serving_collapse(
+    data: Path, tmp_path: Path
+):
+    result = train(config(data, tmp_path / "run", model="editor", epochs=60, patience=0, lr=2e-2))
+    assert result.stop == "epochs"
+    meta = checkpoint.load(tmp_path / "run").meta
+    board = meta["metrics"]["val"]
+    assert result.best_cer is not None and result.best_cer < 0.2 * board["cer_before"], board
+
+
+def test_validation_every_few_minutes_comes_back_to_the_same_batch(data: Path, tmp_path: Path):
+    """A validation mid-epoch (here: after every step) neither skips nor repeats a batch."""
+    result = train(config(data, tmp_path / "run", epochs=1, val_every_minutes=1e-6, patience=0))
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        validated = [int(r["step"]) for r in csv.DictReader(f) if r["val_cer"]]
+    steps_per_epoch = len(train_losses(tmp_path / "run"))
+    assert result.steps == steps_per_epoch == 7
+    assert validated == [1, 2, 3, 4, 5, 6, 7]  # after each step, the last one the epoch's end
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path):

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--model",
         default=d.model,
-        help="hybrid, char_transformer or char_lstm (default: %(default)s)",
+        help="editor, hybrid, char_transformer or char_lstm (default: %(default)s)",
     )
     add("--preset", default=d.preset, help="model size preset (default: %(default)s)")
     add("--dropout", type=float, default=d.dropout, help="override the preset's dropout")
@@ -32,11 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-tokens",
         type=int,
         default=d.batch_tokens,
-        help="padded source + target tokens per batch and process (default: 1024 on CPU, "
-        "16384 on GPU)",
+        help="padded source + target tokens per batch and process (default on CPU: 2048 for the "
+        "editor, 1024 for the others; 16384 on GPU)",
     )
     add("--max-batch-rows", type=int, default=d.max_batch_rows, help="(default: %(default)s)")
-    add("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
+    add(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="peak learning rate (default: 4e-3 for the editor, 2e-3 for the others)",
+    )
     add("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
     add("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")
     add(
@@ -70,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.eval_rows,
         help="val rows decoded for the CER at every validation (default: %(default)s)",
+    )
+    add(
+        "--val-every-minutes",
+        type=float,
+        default=d.val_every_minutes,
+        help="also validate (and keep the best) this often; 0: at epoch ends only "
+        "(default: 10 on CPU, 0 on GPU)",
     )
     add(
         "--patience",

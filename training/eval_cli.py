@@ -14,7 +14,7 @@ from training import checkpoint
 from training.data.rows import read_rows
 from training.evaluate import evaluate_checkpoint, headline, write_comparison, write_reports
 
-DEFAULT_MODEL = Path("runs/hybrid-default")
+DEFAULT_MODEL = Path("runs/editor-default")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="picks the sample shown in HTML")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        help="the editor's gate: apply only edits this confident (default: calibrated on the "
+        "val split of --data, as export does)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: CUDA is not available here; run with --device cpu")
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise UserError(f"--min-confidence must be within 0..1, got {args.min_confidence}")
     rows = _read_split(args.data, args.split, args.limit)
     # Load every checkpoint before evaluating any, so a bad path fails in seconds, not hours.
     paths = args.model or [DEFAULT_MODEL]
@@ -55,8 +63,20 @@ def run(args: argparse.Namespace) -> int:
     comparing = len(loaded) > 1
 
     reports = []
+    gate_rows = None  # the val split, read once if an editor's gate is to be calibrated
     for (path, ckpt), run_dir, name in zip(loaded, run_dirs, names, strict=True):
-        report = evaluate_checkpoint(ckpt, rows, batch_size=args.batch_size, device=args.device)
+        if ckpt.model_name == "editor" and args.min_confidence is None and gate_rows is None:
+            # Calibrated as export calibrates it; without a val split the gate stays open.
+            has_val = (args.data / "val.jsonl").is_file()
+            gate_rows = _read_split(args.data, "val", None) if has_val else []
+        report = evaluate_checkpoint(
+            ckpt,
+            rows,
+            batch_size=args.batch_size,
+            device=args.device,
+            gate_rows=gate_rows or (),
+            min_confidence=args.min_confidence,
+        )
         report["checkpoint"].update(name=name, path=str(path))
         report["data"] = {"path": str(args.data), "split": args.split}
         if args.out:
@@ -65,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             out = run_dir / "eval" / args.split
         write_reports(report, rows, out, seed=args.seed)
         print(f"{name}: {headline(report)}")
+        if "gate" in report:
+            print(f"  gate: edits applied from confidence {report['gate']['min_confidence']}")
         print(f"  reports: {out}/report.{{json,md,html}}, predictions.jsonl")
         reports.append(report)
     if comparing:

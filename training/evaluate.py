@@ -24,6 +24,7 @@ import torch
 from rapidfuzz.distance import Levenshtein
 from torch import nn
 
+from runtime.corrector import correct_texts as correct_pieces
 from runtime.pipeline import Corrected, assemble, prepare
 from runtime.text import (
     ScoreBoard,
@@ -34,8 +35,10 @@ from runtime.text import (
     segment,
     symbolize,
 )
+from training.calibrate import calibrate
 from training.checkpoint import Checkpoint
-from training.models import count_parameters, greedy_decode
+from training.models import Editor, count_parameters, greedy_decode
+from training.torch_engine import checkpoint_corrector
 
 # Row metadata that names where a row's damage came from; each gets its own table per channel.
 GROUP_KEYS = ("generator", "font", "extractor", "encoding", "lang", "noise_source")
@@ -95,8 +98,12 @@ def evaluate(
     *,
     batch_size: int = 64,
     max_len: int = DEFAULT_MAX_SOURCE_LEN,
+    correct: Callable[[list[str]], list[str]] | None = None,
 ) -> dict:
     """Correct every row's input and score the predictions against its target.
+
+    ``correct`` (texts -> corrected texts) replaces greedy decoding with ``model``: the editor
+    is evaluated through the serving `Corrector`, its gate included.
 
     Returns `rows`, `timing` (seconds, rows/s, chars/s of input), `overall` (ScoreBoard plus
     cluster error rates), `channels` {channel: scores}, `groups` {channel: {key: {value:
@@ -104,7 +111,10 @@ def evaluate(
     """
     inputs = [row["input"] for row in rows]
     start = time.perf_counter()
-    predictions = correct_texts(model, vocab, inputs, batch_size=batch_size, max_len=max_len)
+    if correct is None:
+        predictions = correct_texts(model, vocab, inputs, batch_size=batch_size, max_len=max_len)
+    else:
+        predictions = correct(inputs)
     seconds = time.perf_counter() - start
 
     overall = ScoreBoard()
@@ -197,17 +207,40 @@ def evaluate_checkpoint(
     *,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    gate_rows: Sequence[dict] = (),
+    min_confidence: float | None = None,
 ) -> dict:
-    """`evaluate` with the checkpoint's model on `device`, plus its identity as `checkpoint`."""
+    """`evaluate` with the checkpoint's model on `device`, plus its identity as `checkpoint`.
+
+    The editor runs through the serving `Corrector` with its confidence gate at
+    ``min_confidence``, or else calibrated on ``gate_rows`` (a validation split) exactly as
+    export calibrates it; the report's ``gate`` says which, and how."""
     model = checkpoint.model.to(device)
+    correct, gate = None, None
+    if isinstance(model, Editor):
+        corrector = checkpoint_corrector(checkpoint, device)
+        if min_confidence is None and gate_rows:
+            gate = calibrate(corrector, gate_rows)
+            min_confidence = gate["min_confidence"]
+        gate = {**(gate or {}), "min_confidence": min_confidence or 0.0}
+
+        def correct(texts: list[str]) -> list[str]:
+            results = correct_pieces(
+                corrector, texts, min_confidence=min_confidence, batch_size=batch_size
+            )
+            return [c.text for c in results]
+
     report = evaluate(
         model,
         checkpoint.vocab,
         rows,
         batch_size=batch_size,
         max_len=max_source_length(checkpoint.meta),
+        correct=correct,
     )
     report["timing"]["device"] = str(device)
+    if gate is not None:
+        report["gate"] = gate
     return {"checkpoint": describe_checkpoint(checkpoint), **report}
 
 
@@ -302,6 +335,14 @@ def _identity_lines(report: dict) -> list[str]:
         f"{report['rows']} rows in {timing['seconds']:.1f} s on {timing.get('device', 'cpu')}: "
         f"{timing['rows_per_s']:.1f} rows/s, {timing['chars_per_s']:.0f} chars/s"
     )
+    if "gate" in report:
+        gate = report["gate"]
+        how = (
+            f"calibrated on {gate['rows']} validation rows (bounds met: {gate['bounds_met']})"
+            if "rows" in gate
+            else "as given"
+        )
+        lines.append(f"editor gate: edits applied from confidence {gate['min_confidence']}, {how}")
     scores = report["overall"]
     lines.append(
         f"cluster error rate {_percent(scores['cluster_error_rate_before'])} → "

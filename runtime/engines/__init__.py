@@ -1,7 +1,14 @@
-"""Engines: one encoder pass, then decoder calls over an explicit self-attention cache, in numpy.
+"""Engines: the model's graphs behind one small numpy surface, whatever runs them.
 
-Every backend (onnxruntime here; native TensorRT and torch later) offers the same small
-surface, so that decoders (`runtime/decoding.py`) and the batcher never know which one runs:
+Every backend (onnxruntime, native TensorRT, torch for development) offers the same surface,
+so that decoders (`runtime/decoding.py`, `runtime/editing.py`) and the batcher never know which
+one runs. An editor artifact (one pass, no decoder) has one call:
+
+* ``edit(src_ids [b, src] int64, src_mask [b, src] bool) -> (labels [b, src * k] int64,
+  probs [b, src * k] float32)``: the best label of every frame and its probability.
+
+The sequence-to-sequence models (hybrid, char_transformer) have an encoder pass, then decoder
+calls over an explicit self-attention cache:
 
 * ``encode(src_ids [b, src] int64, src_mask [b, src] bool) -> cross``: the cross-attention
   keys/values of every decoder layer, ``[(k, v), ...]`` each ``[b, heads, src, head_dim]``.
@@ -55,6 +62,10 @@ class CacheOps:
         return [
             (np.take_along_axis(k, source, 2), np.take_along_axis(v, source, 2)) for k, v in present
         ]
+
+
+class EditEngine(Protocol):
+    def edit(self, src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Engine(Protocol):

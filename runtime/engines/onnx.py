@@ -38,12 +38,14 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 class OnnxEngine(CacheOps):
-    """The `runtime.engines.Engine` interface over onnxruntime sessions.
+    """The `runtime.engines` interfaces over onnxruntime sessions: `edit` for an editor
+    artifact, `Engine` (encode, decode, cache operations) for a sequence-to-sequence one.
 
-    ``sessions`` holds the raw ``InferenceSession`` of every graph (encoder, decoder and, for
-    the hybrid, mapper) for callers that want every output by name: export verification and
+    ``sessions`` holds the raw ``InferenceSession`` of every graph (editor; or encoder, decoder
+    and, for the hybrid, mapper) for callers that want every output by name: export verification and
     benchmarks. ``io_binding``: None (default) binds on GPU providers only; True requires it;
-    False never. ``memory`` is where bound caches live (None when not binding).
+    False never. ``memory`` is where bound caches live (None when not binding, and for the
+    editor, which has no cache).
     """
 
     def __init__(
@@ -66,15 +68,27 @@ class OnnxEngine(CacheOps):
             )
             for graph in artifact.graphs
         }
-        self._cross_names = [n for n in artifact.graphs["encoder"]["outputs"] if n != "memory"]
-        self._decoder_inputs = artifact.graphs["decoder"]["inputs"]
-        self._decoder_outputs = artifact.graphs["decoder"]["outputs"]  # logits, present K/V
-        self.memory = _binding_memory(self.providers, io_binding)
+        self.memory = None
+        if "decoder" in artifact.graphs:  # a sequence-to-sequence model
+            encoder_outputs = artifact.graphs["encoder"]["outputs"]
+            self._cross_names = [n for n in encoder_outputs if n != "memory"]
+            self._decoder_inputs = artifact.graphs["decoder"]["inputs"]
+            self._decoder_outputs = artifact.graphs["decoder"]["outputs"]  # logits, present K/V
+            self.memory = _binding_memory(self.providers, io_binding)
 
     @property
     def providers(self) -> list[str]:
         """The execution providers the sessions actually got."""
-        return self.sessions["decoder"].get_providers()
+        return next(iter(self.sessions.values())).get_providers()
+
+    def edit(self, src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The editor's one pass: every frame's best label and its probability."""
+        if "editor" not in self.sessions:
+            raise UserError("this artifact has no editor graph (only editor models have one)")
+        labels, probs = self.sessions["editor"].run(
+            None, {"src_ids": src_ids, "src_mask": src_mask}
+        )
+        return labels, probs.astype(np.float32, copy=False)
 
     def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> list[KV]:
         if self.memory is not None:

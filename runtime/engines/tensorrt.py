@@ -571,7 +571,8 @@ class _Plan:
 
 
 class TensorRTEngine(CacheOps):
-    """The `runtime.engines.Engine` interface over an artifact's TensorRT plans.
+    """The `runtime.engines` interfaces over an artifact's TensorRT plans: `edit` for an
+    editor, `Engine` for a sequence-to-sequence model.
 
     ``gpu`` picks the ``engines/<gpu>`` directory (default: the one named after the GPU this
     runs on). The plans' precision is the graph they were built from (engine.json's
@@ -620,13 +621,15 @@ class TensorRTEngine(CacheOps):
             for graph in artifact.graphs
             if f"{graph}.plan" in info.get("files", {})
         }
-        missing = {"encoder", "decoder"} - set(self.plans)
+        missing = set(artifact.graphs) - {"mapper"} - set(self.plans)
         if missing:
             raise UserError(f"{directory}: no {' or '.join(sorted(missing))} plan")
-        self._cross_names = [n for n in artifact.graphs["encoder"]["outputs"] if n != "memory"]
-        self._decoder_inputs = artifact.graphs["decoder"]["inputs"]
-        self._logits_name, *self._present_names = artifact.graphs["decoder"]["outputs"]
-        self._check_cache_dtypes()
+        if "decoder" in self.plans:  # a sequence-to-sequence model
+            encoder_outputs = artifact.graphs["encoder"]["outputs"]
+            self._cross_names = [n for n in encoder_outputs if n != "memory"]
+            self._decoder_inputs = artifact.graphs["decoder"]["inputs"]
+            self._logits_name, *self._present_names = artifact.graphs["decoder"]["outputs"]
+            self._check_cache_dtypes()
         self._lock = threading.Lock()
 
     def _check_cache_dtypes(self) -> None:
@@ -645,6 +648,15 @@ class TensorRTEngine(CacheOps):
                     f"{decoder.path.name} takes {inp} as {decoder.dtypes[inp]}; rebuild the plans "
                     "from one variant"
                 )
+
+    def edit(self, src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The editor's one pass: every frame's best label and its probability."""
+        if "editor" not in self.plans:
+            raise UserError("this artifact has no editor plan (only editor models have one)")
+        with self._lock:
+            outputs = self.plans["editor"].run({"src_ids": src_ids, "src_mask": src_mask})
+            labels, probs = outputs["labels"].numpy(), outputs["probs"].numpy()
+        return labels.astype(np.int64, copy=False), probs.astype(np.float32, copy=False)
 
     def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> list:
         with self._lock:

@@ -12,7 +12,9 @@ reference lacks (a space inside a cluster), "deletion" a reference character it 
 vowel), "substitution" a character put in place of another.
 """
 
+import re
 from collections import Counter
+from itertools import pairwise
 
 from rapidfuzz.distance import Levenshtein
 
@@ -20,6 +22,29 @@ from runtime.text.clusters import segment, symbolize
 from runtime.text.normalize import normalize
 
 _MIX_KEYS = {"replace": "substitution", "insert": "insertion", "delete": "deletion"}
+KINDS = ("space", "vowel_sign", "subscript", "other")
+_VOWEL_SIGN = re.compile("[\u17b6-\u17d1\u17d3\u17dd]")  # dependent vowels and signs
+_SUBSCRIPT = re.compile("\u17d2.?")  # a coeng and the consonant it subscripts
+_PROJECTIONS = (
+    lambda t: t.replace(" ", ""),
+    lambda t: _VOWEL_SIGN.sub("", t),
+    lambda t: _SUBSCRIPT.sub("", t),
+)
+
+
+def error_kinds(text: str, reference: str) -> dict[str, int]:
+    """The edit distance of ``text`` to ``reference`` (normalized), split by kind: what goes
+    away once spaces are ignored ("space"), then dependent vowels and signs too
+    ("vowel_sign": dropped, added or displaced, as extractors move them), then subscripts
+    (coeng + consonant), and what is left ("other"). The parts add up to the distance, and
+    no alignment has to guess which character a displacement belongs to."""
+    text, reference = normalize(text), normalize(reference)
+    distances = [Levenshtein.distance(text, reference)]
+    for project in _PROJECTIONS:
+        text, reference = project(text), project(reference)
+        distances.append(Levenshtein.distance(text, reference))
+    parts = [a - b for a, b in pairwise(distances)] + [distances[-1]]
+    return dict(zip(KINDS, parts, strict=True))
 
 
 def _rate(distance: int, length: int) -> float:
@@ -68,6 +93,8 @@ class ScoreBoard:
         self.clean_reference_chars = 0
         self.clean_distance_after = 0
         self.error_mix = dict.fromkeys(_MIX_KEYS.values(), 0)  # of the predictions
+        self.kinds_before = dict.fromkeys(KINDS, 0)  # of the inputs, by kind of character
+        self.kinds_after = dict.fromkeys(KINDS, 0)  # of the predictions
 
     def add(self, input_text: str, prediction: str, reference: str) -> None:
         input_text, prediction, reference = map(normalize, (input_text, prediction, reference))
@@ -84,6 +111,9 @@ class ScoreBoard:
             self.clean_distance_after += after
         for key, count in _normalized_error_mix(prediction, reference).items():
             self.error_mix[key] += count
+        for kinds, text in ((self.kinds_before, input_text), (self.kinds_after, prediction)):
+            for key, count in error_kinds(text, reference).items():
+                kinds[key] += count
 
     @property
     def cer_before(self) -> float:
@@ -120,4 +150,6 @@ class ScoreBoard:
             "clean_rows": self.clean_rows,
             "clean_cer_introduced": self.clean_cer_introduced,
             "error_mix": dict(self.error_mix),
+            "error_kinds_before": dict(self.kinds_before),
+            "error_kinds_after": dict(self.kinds_after),
         }

@@ -1,5 +1,6 @@
 """The model family: one readable file per model, plain PyTorch, config dataclasses with presets.
 
+    editor            non-autoregressive copy-aware CTC editor, one pass  (editor.py; the default)
     hybrid            HybridCorrector = AtomicMapper ─► ContextRefiner   (~1.65M, hybrid.py)
     char_transformer  plain character encoder-decoder baseline           (~1.49M)
     char_lstm         BiLSTM encoder + attentive LSTM decoder baseline   (~1.52M)
@@ -43,7 +44,8 @@ from training.models.char_transformer import (
     CharTransformer,
     CharTransformerConfig,
 )
-from training.models.generate import greedy_decode
+from training.models.editor import EDITOR_PRESETS, Editor, EditorConfig
+from training.models.generate import correct_ids, edit, greedy_decode
 from training.models.hybrid import HYBRID_PRESETS, HybridConfig, HybridCorrector
 from training.models.layers import KVCache, LossOutput, Memory
 
@@ -56,6 +58,7 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
+    "editor": ModelSpec(Editor, EditorConfig, EDITOR_PRESETS),
     "hybrid": ModelSpec(HybridCorrector, HybridConfig, HYBRID_PRESETS),
     "char_transformer": ModelSpec(CharTransformer, CharTransformerConfig, TRANSFORMER_PRESETS),
     "char_lstm": ModelSpec(CharLSTM, CharLSTMConfig, LSTM_PRESETS),
@@ -103,6 +106,8 @@ __all__ = [
     "CharLSTMConfig",
     "CharTransformer",
     "CharTransformerConfig",
+    "Editor",
+    "EditorConfig",
     "HybridConfig",
     "HybridCorrector",
     "KVCache",
@@ -111,7 +116,9 @@ __all__ = [
     "ModelSpec",
     "build_config",
     "build_model",
+    "correct_ids",
     "count_parameters",
+    "edit",
     "greedy_decode",
     "model_from_config",
 ]

@@ -1,0 +1,171 @@
+"""The editor's frames → text: CTC collapse, edit regions, and the confidence gate.
+
+The editor (``training/models/editor.py``) gives every source character k frames, and every
+frame one label (a character id, or blank) with its probability. Its text is the CTC
+collapse of those labels: drop blanks, merge a label repeated in consecutive frames. A
+character emitted by the frames of source position i belongs to position i.
+
+A source position whose frames emit exactly its own character is a copy; every other
+position (emits nothing: a deletion; something else, or more: a substitution or insertion)
+is part of an edit. An edit region is a maximal run of such positions, and its confidence is
+the lowest probability among its frames: the model's weakest decision inside the edit.
+The gate keeps an edit only if its confidence reaches ``min_confidence``; otherwise the
+region's source characters come back unchanged. So below the threshold, the input stands.
+
+This module is the one road from frames to text: evaluation, the trainer's validation, export
+checks, calibration and serving all go through `plan_edits` and `apply_edits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    """Source positions ``start:end`` become ``ids`` (each with its frame's probability)."""
+
+    start: int
+    end: int
+    ids: list[int]
+    probs: list[float]
+    confidence: float  # the weakest frame of the region
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One row: its source ids, the probability of each copied position, its edit regions."""
+
+    source: list[int]
+    copy_probs: list[float]  # per source position; meaningful where no region covers it
+    regions: list[Region]
+
+
+@dataclass(frozen=True)
+class Edited:
+    """One row's output ids, where each came from, and each one's confidence."""
+
+    ids: list[int]
+    origin: list[int]  # the source position an output id copies, or -1 for a new one
+    confidence: list[float]
+    gated: int  # edit regions the gate turned down
+
+
+def plan_edits(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    *,
+    upsample: int,
+    blank_id: int,
+) -> list[Plan]:
+    """Every row's edit regions from its best path (``labels, probs [b, src * k]``) against
+    its source (``src_ids, src_mask [b, src]``)."""
+    lengths = np.asarray(src_mask, dtype=bool).sum(1)
+    return [
+        _plan_row(
+            labels[row, : n * upsample].tolist(),
+            probs[row, : n * upsample].tolist(),
+            src_ids[row, :n].tolist(),
+            upsample,
+            blank_id,
+        )
+        for row, n in enumerate(lengths)
+    ]
+
+
+def _plan_row(
+    labels: list[int], probs: list[float], source: list[int], upsample: int, blank_id: int
+) -> Plan:
+    # Per source position: what its frames emit (id, probability), and its weakest frame.
+    emitted: list[list[tuple[int, float]]] = [[] for _ in source]
+    weakest = [1.0] * len(source)
+    previous = blank_id
+    for frame, (label, prob) in enumerate(zip(labels, probs, strict=True)):
+        position = frame // upsample
+        weakest[position] = min(weakest[position], prob)
+        if label != blank_id and label != previous:
+            emitted[position].append((label, prob))
+        elif label != blank_id and emitted[position]:  # a repeat: the run's best frame
+            last_id, last_prob = emitted[position][-1]
+            emitted[position][-1] = (last_id, max(last_prob, prob))
+        previous = label
+
+    def copies(position: int) -> bool:
+        out = emitted[position]
+        return len(out) == 1 and out[0][0] == source[position]
+
+    copy_probs = [out[0][1] if out else 0.0 for out in emitted]
+    regions = []
+    position = 0
+    while position < len(source):
+        if copies(position):
+            position += 1
+            continue
+        end = position
+        while end < len(source) and not copies(end):
+            end += 1
+        new = [pair for p in range(position, end) for pair in emitted[p]]
+        regions.append(
+            Region(
+                position,
+                end,
+                [token for token, _ in new],
+                [prob for _, prob in new],
+                min(weakest[position:end]),
+            )
+        )
+        position = end
+    return Plan(source, copy_probs, regions)
+
+
+def apply_edits(plan: Plan, min_confidence: float = 0.0) -> Edited:
+    """The row's output with the edits whose confidence reaches ``min_confidence``.
+
+    An applied edit's characters carry its confidence (a pure deletion lowers that of the
+    character before it); a gated region's source characters carry 1 − its confidence, the
+    model's doubt that the input was right there."""
+    ids: list[int] = []
+    origin: list[int] = []
+    confidence: list[float] = []
+    gated = 0
+    position = 0
+
+    def copy(start: int, end: int, probs: list[float]) -> None:
+        ids.extend(plan.source[start:end])
+        origin.extend(range(start, end))
+        confidence.extend(probs)
+
+    for region in plan.regions:
+        copy(position, region.start, plan.copy_probs[position : region.start])
+        if region.confidence >= min_confidence:
+            ids.extend(region.ids)
+            origin.extend([-1] * len(region.ids))
+            confidence.extend([region.confidence] * len(region.ids))
+            if not region.ids and confidence:
+                confidence[-1] = min(confidence[-1], region.confidence)
+        else:
+            gated += 1
+            copy(region.start, region.end, [1.0 - region.confidence] * (region.end - region.start))
+        position = region.end
+    copy(position, len(plan.source), plan.copy_probs[position:])
+    return Edited(ids, origin, confidence, gated)
+
+
+def edit_texts(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    *,
+    upsample: int,
+    blank_id: int,
+    min_confidence: float | np.ndarray = 0.0,
+) -> list[Edited]:
+    """`plan_edits` then `apply_edits` for every row, at one threshold or one per row."""
+    plans = plan_edits(labels, probs, src_ids, src_mask, upsample=upsample, blank_id=blank_id)
+    thresholds = np.broadcast_to(np.asarray(min_confidence, dtype=np.float64), (len(plans),))
+    return [apply_edits(plan, float(t)) for plan, t in zip(plans, thresholds, strict=True)]

@@ -1,0 +1,194 @@
+"""The editor: copy-aware CTC on hand-made frames, the collapse and gate of runtime.editing,
+the model's invariances, and its export."""
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.editing import apply_edits, edit_texts, plan_edits
+from training.models import build_model
+from training.models.editor import best_path, copy_aware_ctc, merge_keep
+
+# A toy label space: ids 0..7 are the vocabulary (0 pad), 8 blank, 9 KEEP; two frames a char.
+V, BLANK, KEEP, K = 8, 8, 9, 2
+A, B, C, D = 4, 5, 6, 7
+
+
+def frames(*labels: int, sure: float = 30.0) -> torch.Tensor:
+    """Logits ``[1, len(labels), V + 2]`` that put (almost) all mass on each frame's label."""
+    logits = torch.zeros(1, len(labels), V + 2)
+    for t, label in enumerate(labels):
+        logits[0, t, label] = sure
+    return logits
+
+
+def ctc(logits: torch.Tensor, source: list[int], target: list[int]) -> float:
+    src = torch.tensor([source])
+    return float(
+        copy_aware_ctc(
+            logits,
+            src,
+            torch.ones_like(src, dtype=torch.bool),
+            torch.tensor([target]),
+            torch.tensor([len(target)]),
+            K,
+            BLANK,
+        )
+    )
+
+
+def decode(logits: torch.Tensor, source: list[int], min_confidence: float = 0.0) -> list[int]:
+    src = torch.tensor([source])
+    labels, probs = best_path(logits, src, K)
+    mask = np.ones((1, len(source)), dtype=bool)
+    (edited,) = edit_texts(
+        labels.numpy(),
+        probs.numpy(),
+        src.numpy(),
+        mask,
+        upsample=K,
+        blank_id=BLANK,
+        min_confidence=min_confidence,
+    )
+    return edited.ids
+
+
+CASES = {
+    # name: (source, frames, target)
+    "copy": ([A, B], [KEEP, BLANK, KEEP, BLANK], [A, B]),
+    "copy, both frames": ([A, B], [KEEP, KEEP, KEEP, KEEP], [A, B]),
+    "insert": ([A, C], [KEEP, B, KEEP, BLANK], [A, B, C]),
+    "delete": ([A, D, B], [KEEP, BLANK, BLANK, BLANK, KEEP, BLANK], [A, B]),
+    "substitute": ([A, D], [KEEP, BLANK, C, BLANK], [A, C]),
+    "swap": ([B, A], [A, B, BLANK, BLANK], [A, B]),
+    "doubled letter": ([A, A], [KEEP, BLANK, KEEP, BLANK], [A, A]),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_intended_alignment_costs_nothing_and_decodes_to_the_target(name):
+    source, labels, target = CASES[name]
+    logits = frames(*labels)
+    assert ctc(logits, source, target) < 1e-3
+    assert decode(logits, source) == target
+
+
+def test_a_wrong_target_costs_a_lot():
+    source, labels, _ = CASES["insert"]
+    assert ctc(frames(*labels), source, [A, C]) > 10  # the frames insert B; "AC" is unlikely
+
+
+def test_a_doubled_letter_needs_a_blank_between_its_copies():
+    logits = frames(KEEP, KEEP, KEEP, KEEP)
+    assert decode(logits, [A, A]) == [A]  # repeats merge: the collapse drops a letter
+    assert ctc(logits, [A, A], [A, A]) > 10
+    assert ctc(frames(KEEP, BLANK, KEEP, BLANK), [A, A], [A, A]) < 1e-3
+
+
+def test_keep_is_the_source_character_whatever_it_is():
+    # KEEP over a frame of source C emits C; the same frames over source D emit D.
+    logits = frames(KEEP, BLANK)
+    assert decode(logits, [C]) == [C]
+    assert decode(logits, [D]) == [D]
+    # KEEP and naming the character are one outcome: their probabilities add up.
+    log_probs = torch.full((1, 2, V + 2), -9.0)
+    log_probs[0, :, C] = np.log(0.3)
+    log_probs[0, :, KEEP] = np.log(0.6)
+    merged = merge_keep(log_probs, torch.tensor([[C]]), K)
+    assert merged.shape == (1, 2, V + 1)
+    assert torch.allclose(merged[0, :, C].exp(), torch.tensor([0.9, 0.9]), atol=1e-4)
+
+
+def test_a_character_outside_the_vocabulary_passes_through_by_keep(editor_artifact):
+    from runtime.corrector import Corrector, ModelInfo
+    from runtime.engines.onnx import OnnxEngine
+
+    corrector = Corrector(
+        ModelInfo.of_artifact(editor_artifact), OnnxEngine(editor_artifact, "fp32")
+    )
+    blank = len(corrector.vocab)
+    text = "ក☃ខ"  # the snowman is outside the vocabulary: its id is unk
+    src = np.array([corrector.vocab.encode(text)])
+    assert corrector.vocab.unk_id in src[0]
+    # KEEP at every character (the merged label of KEEP is the source id), then a blank.
+    labels = np.stack([src[0], np.full(3, blank)], 1).reshape(1, 6)
+    (plan,) = plan_edits(
+        labels, np.ones((1, 6), np.float32), src, np.ones((1, 3), bool), upsample=2, blank_id=blank
+    )
+    assert not plan.regions
+    assert corrector.gated(text, plan).text == text
+
+
+def test_edit_regions_carry_their_weakest_frame():
+    # Source A D B C: D deleted (sure), B replaced by C (unsure), C kept.
+    labels = np.array([[A, BLANK, BLANK, BLANK, C, BLANK, C, BLANK]])
+    probs = np.array([[0.99, 0.98, 0.97, 0.96, 0.6, 0.9, 0.99, 0.99]], np.float32)
+    src = np.array([[A, D, B, C]])
+    (plan,) = plan_edits(labels, probs, src, np.ones((1, 4), bool), upsample=K, blank_id=BLANK)
+    assert [(r.start, r.end, r.ids) for r in plan.regions] == [(1, 3, [C])]
+    assert plan.regions[0].confidence == pytest.approx(0.6)
+    applied = apply_edits(plan, 0.5)
+    assert applied.ids == [A, C, C] and applied.gated == 0
+    assert applied.origin == [0, -1, 3]
+
+
+def test_the_gate_leaves_an_edit_under_the_threshold_undone():
+    labels = np.array([[A, BLANK, BLANK, BLANK, KEEP, BLANK]])
+    src = np.array([[A, D, B]])
+    probs = np.array([[0.99, 0.99, 0.7, 0.8, 0.99, 0.99]], np.float32)
+    labels = np.where(labels == KEEP, np.repeat(src, 2, axis=1), labels)
+    (plan,) = plan_edits(labels, probs, src, np.ones((1, 3), bool), upsample=K, blank_id=BLANK)
+    assert apply_edits(plan, 0.6).ids == [A, B]  # the deletion of D is applied
+    gated = apply_edits(plan, 0.75)
+    assert gated.ids == [A, D, B] and gated.gated == 1  # ... and not above its confidence
+    assert gated.confidence[1] == pytest.approx(1 - 0.7)
+
+
+def test_a_row_decodes_the_same_alone_and_in_a_padded_batch():
+    torch.manual_seed(0)
+    model = build_model("editor", 280, "tiny").eval()
+    rows = [torch.randint(4, 280, (n,)) for n in (5, 11, 8)]
+    batch = torch.zeros(3, 11, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = row
+    labels, probs = model.best_path(batch, batch != 0)
+    for i, row in enumerate(rows):
+        alone_labels, alone_probs = model.best_path(row[None], torch.ones(1, len(row), dtype=bool))
+        n = len(row) * model.config.upsample
+        assert torch.equal(labels[i, :n], alone_labels[0])
+        assert torch.allclose(probs[i, :n], alone_probs[0], atol=1e-5)
+
+
+def test_the_editor_trains_through_its_loss():
+    torch.manual_seed(0)
+    model = build_model("editor", 280, "tiny")
+    src = torch.randint(4, 280, (4, 9))
+    tgt = torch.cat([torch.ones(4, 1, dtype=torch.long), src[:, :7], torch.full((4, 1), 2)], 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        out = model.loss(src, src != 0, tgt)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    assert out.n_tokens == 4 * 7
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_export_is_verified_and_calibrated(editor_artifact):
+    manifest = editor_artifact.manifest
+    assert list(editor_artifact.graphs) == ["editor"]
+    report = manifest["verification"]
+    assert not report["failures"]
+    fp32 = report["variants"]["fp32"]
+    assert fp32["greedy_identical"] == report["rows"]
+    assert fp32["max_abs_diff"]["editor"] < 1e-4
+    gate = manifest["gate"]
+    assert gate["calibrated"] and gate["bounds_met"]
+    chosen = gate["chosen"]
+    assert chosen["clean_cer_introduced"] <= gate["bounds"]["max_clean_cer_introduced"]
+    assert chosen["harm_rate"] <= gate["bounds"]["max_harm_rate"]
+    assert chosen["min_confidence"] == gate["min_confidence"]
+    thresholds = [point["min_confidence"] for point in gate["curve"]]
+    assert thresholds == sorted(thresholds) and gate["min_confidence"] in thresholds
