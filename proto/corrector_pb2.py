@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/corrector.proto\x12\x10khmer_correct.v1\"q\n\x07Options\x12$\n\x04mode\x18\x01 \x01(\x0e\x32\x16.khmer_correct.v1.Mode\x12\x12\n\nskip_spans\x18\x02 \x01(\x08\x12,\n\x08\x64\x65\x63oding\x18\x03 \x01(\x0e\x32\x1a.khmer_correct.v1.Decoding\"V\n\x0e\x43orrectRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.khmer_correct.v1.Options\x12\n\n\x02id\x18\x03 \x01(\t\"O\n\x08\x45\x64itSpan\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\x13\n\x0breplacement\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"k\n\x0f\x43orrectResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05spans\x18\x02 \x03(\x0b\x32\x1a.khmer_correct.v1.EditSpan\x12\x13\n\x0b\x61rtifact_id\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\"P\n\x13\x43orrectBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.khmer_correct.v1.Options\"J\n\x14\x43orrectBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.khmer_correct.v1.CorrectResponse*B\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_FULL\x10\x01\x12\x15\n\x11MODE_SUBSTITUTION\x10\x02*R\n\x08\x44\x65\x63oding\x12\x18\n\x14\x44\x45\x43ODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45\x43ODING_AGGRESSIVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ODING_GREEDY\x10\x02\x32\x94\x02\n\tCorrector\x12N\n\x07\x43orrect\x12 .khmer_correct.v1.CorrectRequest\x1a!.khmer_correct.v1.CorrectResponse\x12]\n\x0c\x43orrectBatch\x12%.khmer_correct.v1.CorrectBatchRequest\x1a&.khmer_correct.v1.CorrectBatchResponse\x12X\n\rCorrectStream\x12 .khmer_correct.v1.CorrectRequest\x1a!.khmer_correct.v1.CorrectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/corrector.proto\x12\x10khmer_correct.v1\"\xa1\x01\n\x07Options\x12$\n\x04mode\x18\x01 \x01(\x0e\x32\x16.khmer_correct.v1.Mode\x12\x12\n\nskip_spans\x18\x02 \x01(\x08\x12,\n\x08\x64\x65\x63oding\x18\x03 \x01(\x0e\x32\x1a.khmer_correct.v1.Decoding\x12\x1b\n\x0emin_confidence\x18\x04 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_min_confidence\"V\n\x0e\x43orrectRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.khmer_correct.v1.Options\x12\n\n\x02id\x18\x03 \x01(\t\"O\n\x08\x45\x64itSpan\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\x13\n\x0breplacement\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"k\n\x0f\x43orrectResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05spans\x18\x02 \x03(\x0b\x32\x1a.khmer_correct.v1.EditSpan\x12\x13\n\x0b\x61rtifact_id\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\"P\n\x13\x43orrectBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.khmer_correct.v1.Options\"J\n\x14\x43orrectBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.khmer_correct.v1.CorrectResponse*B\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_FULL\x10\x01\x12\x15\n\x11MODE_SUBSTITUTION\x10\x02*R\n\x08\x44\x65\x63oding\x12\x18\n\x14\x44\x45\x43ODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45\x43ODING_AGGRESSIVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ODING_GREEDY\x10\x02\x32\x94\x02\n\tCorrector\x12N\n\x07\x43orrect\x12 .khmer_correct.v1.CorrectRequest\x1a!.khmer_correct.v1.CorrectResponse\x12]\n\x0c\x43orrectBatch\x12%.khmer_correct.v1.CorrectBatchRequest\x1a&.khmer_correct.v1.CorrectBatchResponse\x12X\n\rCorrectStream\x12 .khmer_correct.v1.CorrectRequest\x1a!.khmer_correct.v1.CorrectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.corrector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=594
-  _globals['_MODE']._serialized_end=660
-  _globals['_DECODING']._serialized_start=662
-  _globals['_DECODING']._serialized_end=744
-  _globals['_OPTIONS']._serialized_start=43
-  _globals['_OPTIONS']._serialized_end=156
-  _globals['_CORRECTREQUEST']._serialized_start=158
-  _globals['_CORRECTREQUEST']._serialized_end=244
-  _globals['_EDITSPAN']._serialized_start=246
-  _globals['_EDITSPAN']._serialized_end=325
-  _globals['_CORRECTRESPONSE']._serialized_start=327
-  _globals['_CORRECTRESPONSE']._serialized_end=434
-  _globals['_CORRECTBATCHREQUEST']._serialized_start=436
-  _globals['_CORRECTBATCHREQUEST']._serialized_end=516
-  _globals['_CORRECTBATCHRESPONSE']._serialized_start=518
-  _globals['_CORRECTBATCHRESPONSE']._serialized_end=592
-  _globals['_CORRECTOR']._serialized_start=747
-  _globals['_CORRECTOR']._serialized_end=1023
+  _globals['_MODE']._serialized_start=643
+  _globals['_MODE']._serialized_end=709
+  _globals['_DECODING']._serialized_start=711
+  _globals['_DECODING']._serialized_end=793
+  _globals['_OPTIONS']._serialized_start=44
+  _globals['_OPTIONS']._serialized_end=205
+  _globals['_CORRECTREQUEST']._serialized_start=207
+  _globals['_CORRECTREQUEST']._serialized_end=293
+  _globals['_EDITSPAN']._serialized_start=295
+  _globals['_EDITSPAN']._serialized_end=374
+  _globals['_CORRECTRESPONSE']._serialized_start=376
+  _globals['_CORRECTRESPONSE']._serialized_end=483
+  _globals['_CORRECTBATCHREQUEST']._serialized_start=485
+  _globals['_CORRECTBATCHREQUEST']._serialized_end=565
+  _globals['_CORRECTBATCHRESPONSE']._serialized_start=567
+  _globals['_CORRECTBATCHRESPONSE']._serialized_end=641
+  _globals['_CORRECTOR']._serialized_start=796
+  _globals['_CORRECTOR']._serialized_end=1072
 # @@protoc_insertion_point(module_scope)

@@ -26,14 +26,16 @@ DECODING_AGGRESSIVE: Decoding
 DECODING_GREEDY: Decoding
 
 class Options(_message.Message):
-    __slots__ = ("mode", "skip_spans", "decoding")
+    __slots__ = ("mode", "skip_spans", "decoding", "min_confidence")
     MODE_FIELD_NUMBER: _ClassVar[int]
     SKIP_SPANS_FIELD_NUMBER: _ClassVar[int]
     DECODING_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     skip_spans: bool
     decoding: Decoding
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., skip_spans: _Optional[bool] = ..., decoding: _Optional[_Union[Decoding, str]] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., skip_spans: _Optional[bool] = ..., decoding: _Optional[_Union[Decoding, str]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class CorrectRequest(_message.Message):
     __slots__ = ("text", "options", "id")

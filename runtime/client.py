@@ -5,7 +5,9 @@
         result.text, result.spans
 
 Both speak the same RPCs with the same defaults; errors surface as `grpc.RpcError` with the
-server's status code and message. Against a server with TLS and a bearer token:
+server's status code and message. `min_confidence` (0..1) overrides the editor's confidence
+gate for a call; None (the default) keeps the threshold the artifact was calibrated with, and
+sequence-to-sequence models ignore it. Against a server with TLS and a bearer token:
 
     from runtime.security import channel_credentials, read_token
 
@@ -42,13 +44,20 @@ class Result:
     artifact_id: str
 
 
-def _options(mode: str, decoding: str | None, spans: bool) -> corrector_pb2.Options:
+def _options(
+    mode: str, decoding: str | None, spans: bool, min_confidence: float | None
+) -> corrector_pb2.Options:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}")
     if decoding not in _DECODINGS:
         raise ValueError("decoding must be 'greedy', 'aggressive' or None (server default)")
+    # min_confidence is left unset for None (the artifact's calibrated gate); its range is the
+    # server's to check (INVALID_ARGUMENT), so every client meets the same rule.
     return corrector_pb2.Options(
-        mode=_MODES[mode], decoding=_DECODINGS[decoding], skip_spans=not spans
+        mode=_MODES[mode],
+        decoding=_DECODINGS[decoding],
+        skip_spans=not spans,
+        min_confidence=min_confidence,
     )
 
 
@@ -92,9 +101,16 @@ class Client:
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def correct(
-        self, text: str, *, mode: str = "full", decoding: str | None = None, spans: bool = True
+        self,
+        text: str,
+        *,
+        mode: str = "full",
+        decoding: str | None = None,
+        spans: bool = True,
+        min_confidence: float | None = None,
     ) -> Result:
-        request = corrector_pb2.CorrectRequest(text=text, options=_options(mode, decoding, spans))
+        options = _options(mode, decoding, spans, min_confidence)
+        request = corrector_pb2.CorrectRequest(text=text, options=options)
         return _result(self._stub.Correct(request, timeout=self.timeout, metadata=self._metadata))
 
     def correct_batch(
@@ -104,9 +120,10 @@ class Client:
         mode: str = "full",
         decoding: str | None = None,
         spans: bool = True,
+        min_confidence: float | None = None,
     ) -> list[Result]:
         request = corrector_pb2.CorrectBatchRequest(
-            texts=texts, options=_options(mode, decoding, spans)
+            texts=texts, options=_options(mode, decoding, spans, min_confidence)
         )
         response = self._stub.CorrectBatch(request, timeout=self.timeout, metadata=self._metadata)
         return [_result(r) for r in response.results]
@@ -118,9 +135,10 @@ class Client:
         mode: str = "full",
         decoding: str | None = None,
         spans: bool = True,
+        min_confidence: float | None = None,
     ) -> Iterator[Result]:
         """One result per text, in order, while later texts are still being sent."""
-        options = _options(mode, decoding, spans)
+        options = _options(mode, decoding, spans, min_confidence)
         requests = (corrector_pb2.CorrectRequest(text=t, options=options) for t in texts)
         responses = self._stub.CorrectStream(
             requests, timeout=self.timeout, metadata=self._metadata
@@ -163,9 +181,16 @@ class AsyncClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def correct(
-        self, text: str, *, mode: str = "full", decoding: str | None = None, spans: bool = True
+        self,
+        text: str,
+        *,
+        mode: str = "full",
+        decoding: str | None = None,
+        spans: bool = True,
+        min_confidence: float | None = None,
     ) -> Result:
-        request = corrector_pb2.CorrectRequest(text=text, options=_options(mode, decoding, spans))
+        options = _options(mode, decoding, spans, min_confidence)
+        request = corrector_pb2.CorrectRequest(text=text, options=options)
         response = await self._stub.Correct(request, timeout=self.timeout, metadata=self._metadata)
         return _result(response)
 
@@ -176,9 +201,10 @@ class AsyncClient:
         mode: str = "full",
         decoding: str | None = None,
         spans: bool = True,
+        min_confidence: float | None = None,
     ) -> list[Result]:
         request = corrector_pb2.CorrectBatchRequest(
-            texts=texts, options=_options(mode, decoding, spans)
+            texts=texts, options=_options(mode, decoding, spans, min_confidence)
         )
         response = await self._stub.CorrectBatch(
             request, timeout=self.timeout, metadata=self._metadata
@@ -192,8 +218,9 @@ class AsyncClient:
         mode: str = "full",
         decoding: str | None = None,
         spans: bool = True,
+        min_confidence: float | None = None,
     ) -> AsyncIterator[Result]:
-        options = _options(mode, decoding, spans)
+        options = _options(mode, decoding, spans, min_confidence)
         requests = (corrector_pb2.CorrectRequest(text=t, options=options) for t in texts)
         responses = self._stub.CorrectStream(
             requests, timeout=self.timeout, metadata=self._metadata

@@ -4,7 +4,8 @@ The model runs in this process (`--model` an exported artifact, served by onnxru
 a running service (`--server host:port`, with `--tls` or `--tls-ca`, `--tls-cert`/`--tls-key`
 and `--token-file` for one with TLS, mutual TLS or a bearer token). `--pdf FILE` extracts the
 PDF's text with pdftotext and corrects it page by page, pages separated by form feeds as
-pdftotext does.
+pdftotext does. `--min-confidence X` sets the editor's confidence gate for every line, here or
+on the server.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--model",
         type=Path,
-        default=Path("artifacts/hybrid-default"),
+        default=Path("artifacts/editor-default"),
         help="an exported artifact directory (default: %(default)s)",
     )
     where.add_argument("--server", help="host:port of a running `kmcorrect serve`")
@@ -38,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     secure.add_argument("--token-file", type=Path, help="a file holding the bearer token")
     parser.add_argument("--mode", choices=("full", "substitution"), default="full")
     parser.add_argument("--decoding", choices=("aggressive", "greedy"), default="aggressive")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="X",
+        help="the editor's confidence gate, 0..1: edits less confident than X are not applied "
+        "(default: the artifact's threshold, calibrated at export; 0 for a run directory; "
+        "ignored by sequence-to-sequence models)",
+    )
     parser.add_argument("--variant", choices=("fp32", "opt", "int8", "fp16"), default="opt")
     parser.add_argument("--batch-size", type=int, default=32)
 
@@ -81,7 +90,12 @@ def _correct_local(args: argparse.Namespace, lines: list[str]) -> list[str]:
     if (args.model / "manifest.json").is_file():
         corrector = load_corrector(ServeConfig(artifact=str(args.model), variant=args.variant))
         corrections = correct_texts(
-            corrector, flat, mode=args.mode, decoding=args.decoding, batch_size=args.batch_size
+            corrector,
+            flat,
+            mode=args.mode,
+            decoding=args.decoding,
+            min_confidence=args.min_confidence,
+            batch_size=args.batch_size,
         )
         fixed = iter([c.text for c in corrections])
     elif (args.model / "checkpoints").is_dir():
@@ -105,6 +119,16 @@ def _correct_with_torch(args: argparse.Namespace, texts: list[str]) -> list[str]
             "pip install 'khmer-correct[train]', or export it and pass the artifact"
         ) from None
     checkpoint = load(args.model)
+    if checkpoint.model_name == "editor":
+        # The serving Corrector over the checkpoint: its one pass, collapse and gate. A run has
+        # no calibrated threshold (export calibrates it), so the gate is 0 unless given.
+        from runtime.corrector import correct_texts as correct_pieces
+        from training.torch_engine import checkpoint_corrector
+
+        gate = 0.0 if args.min_confidence is None else args.min_confidence
+        corrector = checkpoint_corrector(checkpoint, min_confidence=gate)
+        results = correct_pieces(corrector, texts, batch_size=args.batch_size)
+        return [c.text for c in results]
     max_len = checkpoint.meta.get("train_config", {}).get("max_src_len", 256)
     return correct_texts(
         checkpoint.model, checkpoint.vocab, texts, batch_size=args.batch_size, max_len=max_len
@@ -126,7 +150,11 @@ def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
     try:
         with Client(args.server, credentials=credentials, token=token) as client:
             results = client.correct_stream(
-                iter(flat), mode=args.mode, decoding=args.decoding, spans=False
+                iter(flat),
+                mode=args.mode,
+                decoding=args.decoding,
+                spans=False,
+                min_confidence=args.min_confidence,
             )
             fixed = iter([r.text for r in results])
     except grpc.RpcError as exc:
@@ -137,6 +165,8 @@ def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise UserError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
     remote_only = ("tls", "tls_ca", "tls_cert", "tls_key", "token_file")
     if not args.server and any(getattr(args, name) for name in remote_only):
         raise UserError("--tls, --tls-ca, --tls-cert, --tls-key and --token-file need --server")

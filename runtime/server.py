@@ -43,6 +43,9 @@ _DECODINGS = {
     corrector_pb2.DECODING_AGGRESSIVE: "aggressive",
 }
 _STREAM_WINDOW = 64  # lines of one stream corrected concurrently, answered in order
+# The KServe v2 request parameter that overrides the editor's gate. Accepted as double_param,
+# or int64_param (tritonclient sends a Python int, 0 or 1, that way); any other type is refused.
+MIN_CONFIDENCE = "min_confidence"
 
 
 def _package_version() -> str:
@@ -138,12 +141,42 @@ def _response(correction: Correction, artifact_id: str, request_id: str = ""):
     )
 
 
+def _gate(value: float) -> float:
+    """A request's min_confidence, checked: a number within [0, 1] (NaN is not)."""
+    if not 0.0 <= value <= 1.0:
+        raise BadRequest(f"min_confidence must be within [0, 1], got {value:g}")
+    return float(value)
+
+
 def _options(options: corrector_pb2.Options, default_decoding: str) -> dict:
     return {
         "mode": _MODES.get(options.mode, "full"),
         "decoding": _DECODINGS.get(options.decoding, default_decoding),
+        "min_confidence": (
+            _gate(options.min_confidence) if options.HasField("min_confidence") else None
+        ),
         "with_spans": not options.skip_spans,
     }
+
+
+def _infer_min_confidence(request: kserve_pb2.ModelInferRequest) -> float | None:
+    """The request's `min_confidence` parameter, or None (the artifact's calibrated gate)."""
+    if MIN_CONFIDENCE not in request.parameters:
+        return None
+    parameter = request.parameters[MIN_CONFIDENCE]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind == "double_param":
+        return _gate(parameter.double_param)
+    if kind == "int64_param":
+        return _gate(parameter.int64_param)
+    got = kind or "no value"
+    raise BadRequest(f"parameter {MIN_CONFIDENCE} must be a double_param or int64_param, got {got}")
+
+
+def _gate_description(corrector: Corrector) -> str:
+    if corrector.is_editor:
+        return f"editor, gate min_confidence {corrector.min_confidence:g} unless a request sets it"
+    return f"{corrector.info.name}, no gate"
 
 
 class CorrectorServicer(corrector_pb2_grpc.CorrectorServicer):
@@ -208,7 +241,8 @@ class CorrectorServicer(corrector_pb2_grpc.CorrectorServicer):
 
 class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2: one model, a BYTES input tensor of UTF-8 texts, a BYTES output of the same
-    shape with their corrections."""
+    shape with their corrections. The request parameter `min_confidence` overrides the editor's
+    gate (`_infer_min_confidence`); other parameters are ignored."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -261,12 +295,17 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
             for output in request.outputs:
                 if output.name != OUTPUT_NAME:
                     raise BadRequest(f"unknown output {output.name!r}; the output is {OUTPUT_NAME}")
+            min_confidence = _infer_min_confidence(request)
             service = self.rt.ready()
             deadline = self.rt.deadline(context)
             corrections = await asyncio.gather(
                 *(
                     service.correct(
-                        t, decoding=self.rt.config.decoding, with_spans=False, deadline=deadline
+                        t,
+                        decoding=self.rt.config.decoding,
+                        min_confidence=min_confidence,
+                        with_spans=False,
+                        deadline=deadline,
                     )
                     for t in texts
                 )
@@ -426,7 +465,16 @@ class Server:
         await self.runtime.service.correct("ខ្ញុំ​ស្រឡាញ់​ភាសាខ្មែរ")  # warm-up through the whole path
         for name in ["", *services]:
             await self.health.set(name, SERVING)
-        log.info("serving artifact %s as %r", corrector.artifact_id, self.config.model_name)
+        log.info(
+            "serving artifact %s (%s) as %r",
+            corrector.artifact_id,
+            _gate_description(corrector),
+            self.config.model_name,
+            extra={
+                "model": corrector.info.name,
+                "min_confidence": corrector.min_confidence if corrector.is_editor else None,
+            },
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

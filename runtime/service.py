@@ -26,6 +26,7 @@ class Job:
     text: str
     mode: str  # "full" | "substitution"
     decoding: str  # "aggressive" | "greedy"
+    min_confidence: float | None = None  # the editor's gate; None: the artifact's calibrated
 
 
 class CorrectionService:
@@ -53,6 +54,7 @@ class CorrectionService:
         *,
         mode: str = "full",
         decoding: str = "aggressive",
+        min_confidence: float | None = None,
         with_spans: bool = True,
         deadline: float | None = None,
     ) -> Correction:
@@ -65,7 +67,7 @@ class CorrectionService:
 
         async def submit(piece: str) -> Corrected:
             async with window:
-                job = Job(piece, mode, decoding)
+                job = Job(piece, mode, decoding, min_confidence)
                 return await self.batcher.submit(job, length=len(piece), deadline=deadline)
 
         # Each distinct piece is corrected once: text cut up by foreign characters repeats them.
