@@ -1,6 +1,6 @@
 """Greedy vs input-guided aggressive decoding, side by side on one engine, per channel.
 
-    python -m benchmarks.decoding --artifact artifacts/hybrid-default --data data/default \\
+    python -m benchmarks.decoding --artifact artifacts/editor-default --data data/default \\
         [--rows 1000] [--variant fp32] [--batch-size 1] [--threads N] [--max-draft 64] \\
         [--repeats 3] [--out benchmarks/results/<device>]
 

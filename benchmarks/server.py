@@ -1,7 +1,7 @@
 """Server under load: `kmcorrect serve` with dynamic batching on (max batch 32) and off (max
 batch 1), both running at once as subprocesses on loopback, measured in interleaved windows.
 
-    python -m benchmarks.server --artifact artifacts/hybrid-default --data data/default [--full]
+    python -m benchmarks.server --artifact artifacts/editor-default --data data/default [--full]
 
 The load generator runs in this process (asyncio, grpc.aio) and speaks KServe v2 ModelInfer,
 one test row per request, so the peer suite can point the very same generator at Triton. A

@@ -1,6 +1,6 @@
 """Soak: a real server over loopback under sustained load, every answer checked.
 
-    python -m benchmarks.soak --artifact artifacts/hybrid-default --data data/default \\
+    python -m benchmarks.soak --artifact artifacts/editor-default --data data/default \\
         [--requests 50000] [--concurrency 64] [--out benchmarks/results/<device>]
 
 1. Reference: every distinct input is corrected in this process (`runtime.corrector.

@@ -1,7 +1,7 @@
 """Peers: our server against Triton's dynamic batcher (through PyTriton) serving the same decode
 function, and the real Triton client as an independent load source against our server.
 
-    python -m benchmarks.triton_peers --artifact artifacts/hybrid-default --data data/default
+    python -m benchmarks.triton_peers --artifact artifacts/editor-default --data data/default
 
 a. PyTriton. `kmcorrect serve` (max batch 32) and benchmarks/pytriton_serve.py (Triton's
    dynamic batcher, max batch 32, the same queue delay, in front of `correct_texts` on the same

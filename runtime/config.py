@@ -19,7 +19,7 @@ ENV_PREFIX = "KMCORRECT_"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    artifact: str = "artifacts/hybrid-default"
+    artifact: str = "artifacts/editor-default"
     model_name: str = "khmer-correct"  # the KServe v2 model name
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 50051

@@ -22,7 +22,7 @@ from runtime.text import ScoreBoard, cer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifact", type=Path, default=Path("artifacts/hybrid-default"))
+    parser.add_argument("--artifact", type=Path, default=Path("artifacts/editor-default"))
     parser.add_argument("--data", type=Path, default=Path("data/default"))
     parser.add_argument("--rows", type=int, default=12, help="sample test rows to show")
     parser.add_argument("--seed", type=int, default=0)

@@ -449,7 +449,7 @@ def test_train_image_runs_kmcorrect_train_from_the_environment(dockerfiles, tmp_
         (
             {},
             [],
-            {"--model": "hybrid", "--data": "/data/default", "--run-dir": "/runs/hybrid-default"},
+            {"--model": "editor", "--data": "/data/default", "--run-dir": "/runs/editor-default"},
         ),
         (
             {"TRAIN_MODEL": "char_lstm", "TRAIN_DATA": "/data/km", "TRAIN_ARGS": "--resume"},
