@@ -54,6 +54,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="run directory (or checkpoint) for torch and CTranslate2"
     )
+    p.add_argument(
+        "--hybrid",
+        default=None,
+        metavar="ARTIFACT",
+        help="a Hybrid artifact: on an editor --artifact, the engines suite's onnxruntime "
+        "greedy contender",
+    )
+    p.add_argument(
+        "--char-transformer",
+        default=None,
+        metavar="RUN_DIR",
+        help="a char_transformer run directory (or checkpoint): on an editor --artifact, the "
+        "engines suite's CTranslate2 greedy contender; also the ctranslate2 peer's model when "
+        "--artifact is not a char_transformer",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads")
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +95,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--data {args.data}: no test.jsonl there (make one with `kmcorrect data`)")
     if args.model is not None and not Path(args.model).exists():
         raise UserError(f"--model {args.model}: no such run directory or checkpoint")
+    if args.hybrid is not None and not Path(args.hybrid).exists():
+        raise UserError(f"--hybrid {args.hybrid}: no such artifact directory")
+    if args.char_transformer is not None and not Path(args.char_transformer).exists():
+        raise UserError(
+            f"--char-transformer {args.char_transformer}: no such run directory or checkpoint"
+        )
     if args.device == "cuda":
         import onnxruntime as ort
 
@@ -164,7 +185,9 @@ def report(results: dict, texts: dict[str, str]) -> str:
         f"# Benchmarks: {results['device']}",
         "",
         f"{'Quick' if c['quick'] else 'Full'} mode, threads: {c['threads']}, seed {c['seed']}; "
-        f"artifact `{c['artifact']}`, data `{c['data']}`, model `{c['model']}`; onnxruntime "
+        f"artifact `{c['artifact']}`, data `{c['data']}`, model `{c['model']}`"
+        + "".join(f", {key} `{c[key]}`" for key in ("hybrid", "char_transformer") if c.get(key))
+        + "; onnxruntime "
         f"{env['onnxruntime']}, Python {env['python']}; load average "
         f"{env['load_average_before'][0]:.2f} before, {env['load_average_after'][0]:.2f} after; "
         f"{env['date']}. Absolute times hold for this device only; ratios were measured side "
@@ -209,6 +232,8 @@ def bench(ctx: BenchContext, modules: list[str], out_dir: Path | None = None) ->
             "artifact": str(ctx.artifact),
             "data": str(ctx.data),
             "model": str(ctx.model) if ctx.model else None,
+            "hybrid": str(ctx.hybrid) if ctx.hybrid else None,
+            "char_transformer": str(ctx.char_transformer) if ctx.char_transformer else None,
             "device": ctx.device,
             "threads": ctx.threads,
             "seed": ctx.seed,
@@ -230,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         artifact=Path(args.artifact),
         data=Path(args.data),
         model=Path(args.model) if args.model else None,
+        hybrid=Path(args.hybrid) if args.hybrid else None,
+        char_transformer=Path(args.char_transformer) if args.char_transformer else None,
         quick=args.quick,
         device=args.device,
         threads=args.threads,

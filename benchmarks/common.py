@@ -25,6 +25,11 @@ class BenchContext:
     artifact: Path  # exported artifact (kmcorrect export)
     data: Path  # data directory; its test.jsonl is the input
     model: Path | None = None  # run directory or checkpoint, for torch and CTranslate2
+    # On an editor artifact, the engines suite's autoregressive contenders (each optional:
+    # without it, that contender is reported as not run): a Hybrid artifact for onnxruntime
+    # greedy decoding, and a char_transformer run directory (or checkpoint) for CTranslate2.
+    hybrid: Path | None = None
+    char_transformer: Path | None = None
     quick: bool = True  # the CPU quick mode (<= 10 minutes for every suite together)
     device: str = "cpu"  # cpu | cuda
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)

@@ -35,7 +35,8 @@ from runtime.text.vocab import SPECIALS
 NAME = "ctranslate2"
 NOT_RUN = (
     "not run: needs a char_transformer run "
-    "(make train MODEL=char_transformer; make export MODEL=char_transformer)"
+    "(make train MODEL=char_transformer; then --char-transformer RUN_DIR, or --artifact of "
+    "its export)"
 )
 # Converted models (and artifacts exported for a --model that has none) are kept here, by the
 # checkpoint's sha256, so that a second bench run reuses them.
@@ -193,8 +194,8 @@ def _record(path) -> tuple[Path, dict] | None:
 
 def _sources(ctx: BenchContext) -> tuple[Path, dict, Artifact] | str:
     """The char_transformer checkpoint and an artifact of the same weights, or why not: the
-    artifact's own checkpoint (ctx.model or the path its manifest names), else ctx.model's
-    char_transformer exported here."""
+    artifact's own checkpoint (ctx.model or the path its manifest names), else the
+    char_transformer of ctx.model or ctx.char_transformer (--char-transformer) exported here."""
     artifact = load_artifact(ctx.artifact)
     if artifact.model_name == "char_transformer":
         wanted = artifact.manifest["checkpoint"].get("sha256")
@@ -202,9 +203,10 @@ def _sources(ctx: BenchContext) -> tuple[Path, dict, Artifact] | str:
             record = _record(candidate)
             if record and record[1].get("sha256") == wanted:
                 return *record, artifact
-    record = _record(ctx.model)
-    if record and record[1].get("model") == "char_transformer":
-        return *record, _exported(*record, ctx)
+    for candidate in (ctx.model, ctx.char_transformer):
+        record = _record(candidate)
+        if record and record[1].get("model") == "char_transformer":
+            return *record, _exported(*record, ctx)
     if artifact.model_name == "char_transformer":
         return (
             f"not run: the checkpoint of {ctx.artifact} "
@@ -254,6 +256,20 @@ def _converted(info: Path, sha256: str, max_positions: int, log) -> tuple[Path, 
 # ---------------------------------------------------------------------------------- running
 
 
+def greedy(translator, sources: list[list[str]], max_len: int):
+    """CTranslate2's greedy search on a batch of token lists, as our greedy decoder runs: at
+    most `max_len` output tokens; min_decoding_length=0, since ours may answer eos first
+    (CTranslate2's default is 1); max_input_length=0, no truncation (the pieces are within
+    max_src_len already). Each result's `hypotheses[0]` is the output's tokens."""
+    return translator.translate_batch(
+        sources,
+        beam_size=1,
+        max_decoding_length=max_len,
+        min_decoding_length=0,
+        max_input_length=0,
+    )
+
+
 class Contenders:
     """The three decoders over one set of batches, their inputs prepared before any timing:
     padded ids for ours, token strings for CTranslate2, and the service's max_len per batch."""
@@ -269,15 +285,7 @@ class Contenders:
 
     def __call__(self, name: str, b: int):
         if name == "ctranslate2":
-            # min_decoding_length=0: ours may answer eos first (CTranslate2's default is 1);
-            # max_input_length=0: no truncation (the pieces are within max_src_len already).
-            return self.translator.translate_batch(
-                self.sources[b],
-                beam_size=1,
-                max_decoding_length=self.max_lens[b],
-                min_decoding_length=0,
-                max_input_length=0,
-            )
+            return greedy(self.translator, self.sources[b], self.max_lens[b])
         ids, mask = self.padded[b]
         if name == "ours_greedy":
             return greedy_decode(self.engine, ids, mask, self.max_lens[b])

@@ -42,6 +42,8 @@ PDF_EXTRACTORS = ("pdftotext", "pdftotext-layout", "pypdf", "pdfminer")
 GROUP_ORDER = ["all", "pdf", *(f"pdf/{e}" for e in PDF_EXTRACTORS)]
 GROUP_ORDER += ["ocr", "legacy", "synthetic", "clean"]
 DECODERS = ("greedy", "aggressive")
+# Both decoders are autoregressive; the editor has none to compare.
+NOT_APPLICABLE = "not applicable: the editor decodes in one pass"
 
 
 # ---------------------------------------------------------------------------------- data
@@ -318,6 +320,8 @@ def make_engine(args: argparse.Namespace, artifact) -> tuple[object, list[str]]:
 def measure(args: argparse.Namespace) -> dict:
     """Decode the sampled rows with both decoders and return every number (writes nothing)."""
     artifact = load_artifact(Path(args.artifact))
+    if artifact.model_name == "editor":
+        raise UserError(f"{args.artifact}: {NOT_APPLICABLE}")
     engine, providers = make_engine(args, artifact)
     vocab = artifact.vocab
     max_src_len = artifact.limits["max_src_len"]
@@ -654,6 +658,8 @@ FULL = {"rows": 1000, "repeats": 3}
 
 def run(ctx: BenchContext) -> dict:
     """The `decoding` suite's section: `measure` with the quick or full settings."""
+    if load_artifact(ctx.artifact).model_name == "editor":
+        return {"suite": "decoding", "not_run": NOT_APPLICABLE, "targets": []}
     settings = QUICK if ctx.quick else FULL
     argv = ["--artifact", str(ctx.artifact), "--data", str(ctx.data), "--device", ctx.device]
     argv += ["--threads", str(ctx.threads), "--seed", str(ctx.seed)]

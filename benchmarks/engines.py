@@ -7,6 +7,9 @@ The `engines` suite of `kmcorrect bench`: `run(ctx)`, `markdown(section)`, `plot
 out_dir)`. Every contender decodes the same inputs: real test rows cut or joined at cluster
 boundaries to each line length, then cut into model pieces by `runtime.pipeline.prepare`, as
 the server does. See benchmarks/README.md for the method and what each number means.
+
+On an editor artifact (one pass, no decoder) the suite is the editor's comparison with the
+autoregressive models instead: `benchmarks.editor` (--hybrid, --char-transformer).
 """
 
 from __future__ import annotations
@@ -418,13 +421,18 @@ def run(
     min_lines: int | None = None,
     peak_size: int | None = None,
 ) -> dict:
-    """The suite's section; the keywords override the quick/full grid (tests)."""
+    """The suite's section; the keywords override the quick/full grid (tests). An editor
+    artifact gets `benchmarks.editor`'s comparison, on its own grid."""
+    artifact = load_artifact(ctx.artifact)
+    if artifact.model_name == "editor":
+        from benchmarks import editor
+
+        return editor.run(ctx)
     grid = QUICK if ctx.quick else FULL
     batch_sizes = batch_sizes or grid.batch_sizes
     lengths = lengths or grid.lengths
     repeats = repeats or grid.repeats
     min_lines = min_lines or grid.min_lines
-    artifact = load_artifact(ctx.artifact)
     config = artifact.model_config
     max_draft = artifact.limits["max_n"] - 1  # as the service drafts
     log = ctx.log
@@ -680,6 +688,10 @@ def _table(cells: list[dict], names: list[str], key: str, fmt: str) -> list[str]
 
 
 def markdown(section: dict) -> str:
+    if section.get("comparison") == "editor":
+        from benchmarks import editor
+
+        return editor.markdown(section)
     c, env = section["config"], section["environment"]
     names = [n for n, info in section["contenders"].items() if info["status"] == "ran"]
     same = c["checkpoint_matches_artifact"]
@@ -810,6 +822,10 @@ def plots(section: dict, out_dir: str | Path) -> list[str]:
     engines-latency.png: per-line latency vs line length at the smallest batch size."""
     if "not_run" in section:
         return []
+    if section.get("comparison") == "editor":
+        from benchmarks import editor
+
+        return editor.plots(section, out_dir)
     import matplotlib
     import matplotlib.ticker
 

@@ -37,6 +37,7 @@ from benchmarks.common import BenchContext, device_name, environment, free_port,
 from benchmarks.decoding import sample_rows
 from benchmarks.loadgen import ClosedLoop, OpenLoop, Sender, Window, summarize
 from proto import kserve_pb2, kserve_pb2_grpc
+from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
 from runtime.server import pack_bytes, unpack_bytes
 
@@ -476,6 +477,7 @@ def run(ctx: BenchContext, settings: Settings | None = None) -> dict:
         "config": {
             **dataclasses.asdict(settings),
             "artifact": str(ctx.artifact),
+            "model": load_artifact(ctx.artifact).model_name,
             "threads": ctx.threads,
             "seed": ctx.seed,
             "servers": {n: {"max_batch_size": b} for n, b in SERVERS.items()},
@@ -587,6 +589,13 @@ def point_row(label: str, a: dict) -> str:
 POINT_HEADER = "| n | requests/s | chars/s | p50 ms | p90 ms | p99 ms | mean batch | errors |"
 
 
+def decoding_label(config: dict) -> str:
+    """How the served model decodes: the editor has one pass, whatever --decoding says."""
+    if config.get("model") == "editor":
+        return "the editor's one pass"
+    return f"{config['decoding']} decoding"
+
+
 def markdown(section: dict) -> str:
     c = section["config"]
     env = section["environment"]
@@ -594,7 +603,7 @@ def markdown(section: dict) -> str:
         "# Server under load: dynamic batching on vs off",
         "",
         f"Device: **{section['device']}**. Artifact `{c['artifact']}`, graph `{c['variant']}`, "
-        f"{c['decoding']} decoding, {c['threads']} onnxruntime threads per server; both servers "
+        f"{decoding_label(c)}, {c['threads']} onnxruntime threads per server; both servers "
         f"(`kmcorrect serve`, max batch 32 and 1, queue delay {c['max_queue_delay_us']} µs) "
         f"up at once, measured in interleaved windows after at least {c['warmup_s']:g} s of "
         f"load; {c['repeats']} repeat(s). Load: {c['protocol']}; "

@@ -40,8 +40,9 @@ import grpc
 from benchmarks import server
 from benchmarks.common import BenchContext, device_name, environment, free_port
 from benchmarks.loadgen import measure_until_stable
-from benchmarks.server import ROOT, ServerProcess, start_ours
+from benchmarks.server import ROOT, ServerProcess, decoding_label, start_ours
 from proto import kserve_pb2_grpc
+from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
 
 NAME = "peers"
@@ -418,6 +419,7 @@ def run(ctx: BenchContext, settings: Settings | None = None) -> dict:
         "config": {
             **dataclasses.asdict(settings),
             "artifact": str(ctx.artifact),
+            "model": load_artifact(ctx.artifact).model_name,
             "threads": ctx.threads,
             "seed": ctx.seed,
             "max_batch_size": MAX_BATCH,
@@ -510,7 +512,7 @@ def markdown(section: dict) -> str:
         "# Peers: PyTriton (Triton's dynamic batcher) and the real Triton client",
         "",
         f"Device: **{section['device']}**. Artifact `{c['artifact']}`, graph `{c['variant']}`, "
-        f"{c['decoding']} decoding, {c['threads']} onnxruntime threads per server, max batch "
+        f"{decoding_label(c)}, {c['threads']} onnxruntime threads per server, max batch "
         f"{c['max_batch_size']}, queue delay {c['max_queue_delay_us']} µs on both. Load: "
         f"{c['protocol']}; {c['texts']} test rows ({c['mean_chars_per_text']:.0f} chars on "
         f"average); the load generator shares the machine with the servers; "

@@ -17,7 +17,6 @@ from benchmarks.common import BenchContext
 from runtime.decoding import greedy_decode
 from runtime.engines.onnx import OnnxEngine
 from training import checkpoint
-from training.models import build_model
 from training.torch_engine import TorchEngine
 
 # The `bench` extra (pip install -e '.[bench]').
@@ -26,34 +25,8 @@ pytest.importorskip("matplotlib")
 
 
 @pytest.fixture(scope="module")
-def ct_run(vocab, tmp_path_factory):
-    """A tiny char_transformer trained for 300 steps to repair the test sentences."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    rng = random.Random(0)
-    torch.manual_seed(0)
-    model = build_model("char_transformer", len(vocab), "tiny")
-    pairs = [(corrupt(s, rng), s) for s in KHMER_SENTENCES for _ in range(4)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        batch = rng.sample(pairs, 12)
-        src, mask = pad([vocab.encode(a) for a, _ in batch])
-        tgt, _ = pad([[vocab.bos_id, *vocab.encode(b), vocab.eos_id] for _, b in batch])
-        loss = model.loss(torch.from_numpy(src), torch.from_numpy(mask), torch.from_numpy(tgt))
-        optimizer.zero_grad()
-        loss.loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    run = tmp_path_factory.mktemp("runs") / "tiny-char-transformer"
-    checkpoint.save(
-        run / "checkpoints",
-        "best",
-        model_name="char_transformer",
-        model=model.eval(),
-        vocab=vocab,
-        meta={"metrics": {"val_loss": loss.loss.item()}},
-    )
-    return run
+def ct_run(char_transformer_run_dir):
+    return char_transformer_run_dir
 
 
 @pytest.fixture(scope="module")
