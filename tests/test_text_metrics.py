@@ -1,11 +1,12 @@
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from rapidfuzz.distance import Levenshtein
 from strategies import damaged_pairs
 
 from runtime.text import ScoreBoard, cer, cluster_error_rate, error_mix, normalize
+from runtime.text.metrics import KINDS, error_kinds
 
 
 @pytest.mark.parametrize(
@@ -81,6 +82,7 @@ def test_empty_score_board() -> None:
     board = ScoreBoard()
     assert board.as_dict() == {
         "rows": 0,
+        "reference_chars": 0,
         "cer_before": 0.0,
         "cer_after": 0.0,
         "relative_reduction": 0.0,
@@ -88,6 +90,8 @@ def test_empty_score_board() -> None:
         "clean_rows": 0,
         "clean_cer_introduced": 0.0,
         "error_mix": {"substitution": 0, "insertion": 0, "deletion": 0},
+        "error_kinds_before": dict.fromkeys(KINDS, 0),
+        "error_kinds_after": dict.fromkeys(KINDS, 0),
     }
 
 
@@ -97,3 +101,22 @@ def test_nothing_to_correct_means_no_reduction() -> None:
     assert board.cer_before == 0.0
     assert board.relative_reduction == 0.0
     assert board.harm_rate == 1.0
+
+
+def test_error_kinds_name_what_extractors_do() -> None:
+    # a space inside a word, a vowel moved after the next consonant, a lost subscript
+    assert error_kinds("ត ិច", "តិច") == {"space": 1, "vowel_sign": 0, "subscript": 0, "other": 0}
+    assert error_kinds("តចិ", "តិច")["vowel_sign"] == 2
+    assert error_kinds("ស្រី", "ស្រី") == dict.fromkeys(KINDS, 0)
+    assert error_kinds("សី", "ស្រី") == {"space": 0, "vowel_sign": 0, "subscript": 2, "other": 0}
+    assert error_kinds("ករ", "កខ") == {"space": 0, "vowel_sign": 0, "subscript": 0, "other": 1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(damaged_pairs())
+@example(pair=("ក៌៊ោះ\u200dកជកកក", "ក៌៊ោះ\u200d្ជកកក"))
+def test_error_kinds_add_up_to_the_distance(pair) -> None:
+    clean, damaged = pair
+    kinds = error_kinds(damaged, clean)
+    assert min(kinds.values()) >= 0
+    assert sum(kinds.values()) == Levenshtein.distance(normalize(damaged), normalize(clean))

@@ -42,7 +42,9 @@ def error_kinds(text: str, reference: str) -> dict[str, int]:
     distances = [Levenshtein.distance(text, reference)]
     for project in _PROJECTIONS:
         text, reference = project(text), project(reference)
-        distances.append(Levenshtein.distance(text, reference))
+        # Dropping a coeng with the letter after it can raise the distance (a coeng stood
+        # where the text has another letter): count that as no change, never as negative.
+        distances.append(min(distances[-1], Levenshtein.distance(text, reference)))
     parts = [a - b for a, b in pairwise(distances)] + [distances[-1]]
     return dict(zip(KINDS, parts, strict=True))
 
@@ -143,6 +145,7 @@ class ScoreBoard:
     def as_dict(self) -> dict:
         return {
             "rows": self.rows,
+            "reference_chars": self.reference_chars,
             "cer_before": self.cer_before,
             "cer_after": self.cer_after,
             "relative_reduction": self.relative_reduction,
