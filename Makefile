@@ -15,13 +15,15 @@ DEVICE    ?= cpu
 INPUT     ?=
 SUITE     ?=
 FULL      ?=
+HYBRID    ?=
+CHAR_TRANSFORMER ?=
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # System tools the data engine drives: PDF extraction, OCR, Khmer fonts, LibreOffice.
 APT_PACKAGES := poppler-utils tesseract-ocr tesseract-ocr-khm tesseract-ocr-eng \
 	fonts-khmeros fonts-noto-core fontconfig libreoffice-writer-nogui
 
-.PHONY: help setup setup-apt test lint check proto data train eval export serve correct bench soak demo
+.PHONY: help setup setup-apt test lint check proto data train eval export serve correct bench soak demo pipeline
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,15 +65,20 @@ serve:  ## serve $(ARTIFACT) over gRPC on $(PORT) until Ctrl-C / SIGTERM
 correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
 	$(KMCORRECT) correct --model $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
 
-bench:  ## benchmark suites [SUITE=engines,decoding,server,peers] [FULL=1]: benchmarks/results/<device>/
+bench:  ## benchmark suites [SUITE=engines,decoding,server,peers] [FULL=1] [HYBRID=artifact] [CHAR_TRANSFORMER=run]
 	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA) --model $(RUN) --device $(DEVICE) \
-		$(if $(SUITE),--suite $(SUITE)) $(if $(FULL),--full)
+		$(if $(SUITE),--suite $(SUITE)) $(if $(FULL),--full) \
+		$(if $(HYBRID),--hybrid $(HYBRID)) $(if $(CHAR_TRANSFORMER),--char-transformer $(CHAR_TRANSFORMER))
 
 soak:  ## fuzz 10,000 cases, then 50,000 requests at concurrency 64 on a real server (tiny model)
 	KMCORRECT_FUZZ_EXAMPLES=2000 $(PYTHON) -m pytest -q tests/test_fuzz.py
 	KMCORRECT_SOAK_REQUESTS=50000 KMCORRECT_SOAK_CONCURRENCY=64 \
 	KMCORRECT_SOAK_OUT=$(CURDIR)/benchmarks/results/$$($(PYTHON) -m benchmarks.common) \
 	$(PYTHON) -m pytest -q tests/test_soak.py
+
+pipeline:  ## data → train → eval → export (TensorRT on a GPU) → bench engines, each step once; one log
+	$(KMCORRECT) pipeline --model $(MODEL) --data $(DATA) --run-dir $(RUN) --artifact $(ARTIFACT) \
+		$(if $(CORPUS),--corpus $(CORPUS)) $(if $(MINUTES),--max-minutes $(MINUTES))
 
 demo: $(ARTIFACT)/manifest.json  ## end to end: data → train → export → serve → correct over gRPC → stop
 	$(KMCORRECT) demo --artifact $(ARTIFACT) --data $(DATA)

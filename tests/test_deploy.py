@@ -436,7 +436,7 @@ def test_train_image_runs_kmcorrect_train_from_the_environment(dockerfiles, tmp_
     (entrypoint,) = stage.all("ENTRYPOINT")
     argv = entrypoint.exec_form
     assert argv is not None and argv[:2] == ["/bin/sh", "-c"], argv
-    assert shlex.split(argv[2])[:3] == ["exec", "kmcorrect", "train"]
+    assert shlex.split(argv[2])[:3] == ["exec", "kmcorrect", "pipeline"]
     env = dict(
         pair.split("=", 1)
         for instruction in stage.all("ENV")
@@ -465,7 +465,7 @@ def test_train_image_runs_kmcorrect_train_from_the_environment(dockerfiles, tmp_
         )
         assert result.returncode == 0, result.stderr
         got = result.stdout.splitlines()
-        assert got[0] == "train", got
+        assert got[0] == "pipeline", got
         for flag, value in expected.items():
             assert got[got.index(flag) + 1] == value, (flag, got)
         assert got[len(got) - len(appended) :] == appended

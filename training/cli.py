@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from training.train import TrainConfig, train
+from training.train import AUTO, TrainConfig, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--run-dir", default=d.run_dir, help="output folder (default: runs/<model>-<data name>)")
     add(
         "--batch-tokens",
-        type=int,
+        type=batch_tokens,
         default=d.batch_tokens,
-        help="padded source + target tokens per batch and process (default on CPU: 2048 for the "
-        "editor, 1024 for the others; 16384 on GPU)",
+        help="padded source + target tokens per batch and process, or auto: the largest the GPU "
+        "holds (probed), on a CPU the fastest of a short trial (default: auto on CUDA; on CPU "
+        "2048 for the editor, 1024 for the others; 16384 on MPS)",
     )
     add("--max-batch-rows", type=int, default=d.max_batch_rows, help="(default: %(default)s)")
     add(
@@ -113,6 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--device", default=d.device, help="auto, cuda, mps or cpu (default: %(default)s)")
     add("--resume", action="store_true", help="continue the run in --run-dir from its `last`")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def batch_tokens(text: str) -> int | str:
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
 
 
 def run(args: argparse.Namespace) -> int:

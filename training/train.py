@@ -6,8 +6,12 @@
 
 Run directory (``runs/<model>-<data name>`` by default)::
 
-    config.json            the TrainConfig of the run
-    metrics.csv            step, epoch, lr, train loss, val loss, val CER, tokens/s, elapsed
+    config.json            the TrainConfig of the run (batch_tokens as chosen by ``auto``)
+    run.json               state (running, finished, failed, interrupted), process, device, the
+                           batch choice, the plan (epochs, steps, budget) and, at the end, the
+                           figures per device: tokens/s, peak memory; `kmcorrect monitor` reads it
+    metrics.csv            step, epoch, lr, train loss, val loss, val CER, tokens/s, elapsed,
+                           peak memory (MiB: the allocator's on CUDA, the process's RSS on CPU)
     events.out.tfevents.*  the same for TensorBoard (`tensorboard --logdir runs`)
     checkpoints/{best,last}.{safetensors,json}   see training/checkpoint.py; meta below
 
@@ -30,6 +34,7 @@ Checkpoint meta (JSON side; tensors: ``model.*``, ``optim.<param index>.<key>``,
 ``rng.<cpu|cuda|mps>.<rank>``)::
 
     train_config  asdict(TrainConfig)
+    batch         how batch_tokens was chosen (see choose_batch_tokens), kept by --resume
     progress      epoch, batch_index (batches of that epoch's list consumed), step, tokens,
                   elapsed_s, best_cer, best_step, bad_epochs (for --patience), world_size
     metrics       val_cer, val_loss, val (ScoreBoard.as_dict()), val_step: the latest validation
@@ -41,11 +46,16 @@ Checkpoint meta (JSON side; tensors: ``model.*``, ``optim.<param index>.<key>``,
 
 from __future__ import annotations
 
+import copy
 import csv
+import itertools
 import json
 import math
 import os
+import platform
 import random
+import socket
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -64,19 +74,33 @@ from training import checkpoint
 from training.batching import bucketed_batches
 from training.data.rows import read_rows
 from training.models import build_model, correct_ids, count_parameters
+from training.monitor import describe_batch
 
 # Defaults that depend on the device (the fields left None). On a CPU a bare `kmcorrect train`
 # must end within 10 minutes with a usable model, and in so short a budget many small steps beat
 # a few large ones (2 cores, 4 minutes: 1024-token batches reached val loss 1.50, 2048 1.93,
 # 6144 2.71).
+# On CUDA the card decides (`auto`: the largest budget it holds, see choose_batch_tokens).
 CPU_DEFAULTS = {"batch_tokens": 1024, "max_minutes": 8.5, "val_every_minutes": 10.0}
 GPU_DEFAULTS = {"batch_tokens": 16384, "max_minutes": 0.0, "val_every_minutes": 0.0}
+CUDA_DEFAULTS = GPU_DEFAULTS | {"batch_tokens": "auto"}
 # The editor's own, measured side by side at equal CPU time (docs/results.md): a higher peak
 # rate, and on a CPU 2048-token batches (it has no decoder, so a batch holds more input).
 EDITOR_DEFAULTS = {"lr": 4e-3}
 EDITOR_CPU_DEFAULTS = {"batch_tokens": 2048}
 EVAL_BATCH = 64
 METRICS = ["step", "epoch", "lr", "train_loss", "val_loss", "val_cer", "tokens_per_s", "elapsed_s"]
+METRICS += ["peak_mem_mb"]
+AUTO = "auto"
+# `auto`: keep this share of the memory free for what one probe step does not show (fragmentation,
+# longer validation batches, other processes' growth).
+HEADROOM = 0.85
+# Caps the memory `auto` may plan for, in MiB: a card shared with others, and the tests, which
+# on a CPU make `auto` a memory probe too (it counts the bytes a step keeps for its backward).
+MEMORY_LIMIT_ENV = "KMCORRECT_TRAIN_MEMORY_MB"
+SPEED_TRIAL_BUDGETS = (1024, 2048, 4096, 8192)  # `auto` without a memory limit tries these
+SPEED_TRIAL_STEPS = 4  # timed steps per budget, after one untimed warm-up step
+SPEED_TRIAL_SECONDS = 3.0  # or fewer steps, once a budget has been timed this long
 
 
 @dataclass
@@ -88,7 +112,8 @@ class TrainConfig:
     dropout: float | None = None  # None: the preset's
     data: str = "data/default"  # a folder with train.jsonl and val.jsonl
     run_dir: str | None = None  # None: runs/<model>-<data folder name>
-    batch_tokens: int | None = None  # padded source + target tokens per batch and process
+    batch_tokens: int | str | None = None  # padded source + target tokens per batch and process;
+    # "auto": the largest the card holds (CUDA, the default there), else the fastest of a trial
     max_batch_rows: int = 64
     lr: float | None = None  # peak; None: 4e-3 for the editor, else 2e-3
     weight_decay: float = 0.01
@@ -129,7 +154,8 @@ class TrainResult:
 def with_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     """``cfg`` with every field left None set for its device and model."""
     cpu = device.type == "cpu"
-    defaults = {"lr": 2e-3, **(CPU_DEFAULTS if cpu else GPU_DEFAULTS)}
+    on_device = {"cpu": CPU_DEFAULTS, "cuda": CUDA_DEFAULTS}.get(device.type, GPU_DEFAULTS)
+    defaults = {"lr": 2e-3, **on_device}
     if cfg.model == "editor":
         defaults |= EDITOR_DEFAULTS | (EDITOR_CPU_DEFAULTS if cpu else {})
     return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
@@ -137,8 +163,10 @@ def with_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
 
 def check(cfg: TrainConfig) -> None:
     """Reject settings that cannot work, before any data is read."""
-    positive = ("batch_tokens", "max_batch_rows", "epochs", "max_src_len", "max_tgt_len")
-    for name in (*positive, "eval_rows", "log_every"):
+    positive = ("max_batch_rows", "epochs", "max_src_len", "max_tgt_len", "eval_rows", "log_every")
+    if cfg.batch_tokens != AUTO:
+        positive += ("batch_tokens",)
+    for name in positive:
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("warmup_steps", "patience", "max_steps", "save_every"):
@@ -150,13 +178,18 @@ def check(cfg: TrainConfig) -> None:
         raise UserError("--lr and --grad-clip must be positive, --weight-decay not negative")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise UserError(f"--dropout must be within [0, 1), got {cfg.dropout}")
-    if cfg.batch_tokens < cfg.max_src_len + cfg.max_tgt_len + 2:
+    if cfg.batch_tokens != AUTO and cfg.batch_tokens < row_tokens(cfg):
         raise UserError(
             f"--batch-tokens {cfg.batch_tokens} cannot hold one row of the longest allowed "
             f"lengths ({cfg.max_src_len} + {cfg.max_tgt_len} + 2)"
         )
     if cfg.amp not in ("auto", "bf16", "fp16", "off"):
         raise UserError(f"--amp must be auto, bf16, fp16 or off, not {cfg.amp!r}")
+
+
+def row_tokens(cfg: TrainConfig) -> int:
+    """Padded tokens of one row of the longest allowed lengths: source + [bos] target [eos]."""
+    return cfg.max_src_len + cfg.max_tgt_len + 2
 
 
 # ----------------------------------------------------------------------------- processes
@@ -367,6 +400,200 @@ def evaluate(
     return loss_sum / max(1, tokens), board
 
 
+# ----------------------------------------------------------------------------- batch size
+
+
+def describe_device(device: torch.device) -> dict:
+    """The card (or processor) a run trains on, for run.json and the batch choice."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": props.name, "memory_mb": props.total_memory >> 20}
+    name = platform.processor() or platform.machine()
+    return {"type": device.type, "name": name, "threads": torch.get_num_threads()}
+
+
+def memory_limit(device: torch.device) -> int | None:
+    """Bytes `auto` may plan for: the card's free memory plus what this process already holds,
+    capped by $KMCORRECT_TRAIN_MEMORY_MB; None off CUDA without that cap (a speed trial then)."""
+    limit = None
+    if os.environ.get(MEMORY_LIMIT_ENV):
+        try:
+            limit = int(float(os.environ[MEMORY_LIMIT_ENV]) * 2**20)
+        except ValueError:
+            raise UserError(f"${MEMORY_LIMIT_ENV} must be a number of MiB") from None
+        if limit <= 0:
+            raise UserError(f"${MEMORY_LIMIT_ENV} must be positive")
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        card = free + torch.cuda.memory_allocated(device)
+        limit = card if limit is None else min(limit, card)
+    return limit
+
+
+def step_memory(model: nn.Module, rows: int, cfg: TrainConfig, vocab: Vocab, device, amp):
+    """Peak bytes of one forward + backward pass over ``rows`` rows of the longest allowed
+    lengths, or None if the card ran out of memory. CUDA: the allocator's peak. Elsewhere: the
+    parameters, their gradients and every tensor the pass saved for its backward (the
+    activations), each storage counted once."""
+    ids = torch.Generator().manual_seed(cfg.seed + rows)
+    first = vocab.unk_id + 1  # a character, never pad, bos or eos
+    src = torch.randint(first, len(vocab), (rows, cfg.max_src_len), generator=ids)
+    body = torch.randint(first, len(vocab), (rows, cfg.max_tgt_len), generator=ids)
+    tgt = torch.cat(
+        [torch.full((rows, 1), vocab.bos_id), body, torch.full((rows, 1), vocab.eos_id)], 1
+    )
+    src, mask, tgt = (
+        src.to(device),
+        torch.ones_like(src, dtype=torch.bool).to(device),
+        tgt.to(device),
+    )
+    autocast = torch.autocast(device.type, amp) if amp else nullcontext()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast:
+                loss = model.loss(src, mask, tgt).loss
+            loss.backward()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device)
+        except torch.OutOfMemoryError:
+            return None
+        finally:
+            model.zero_grad(set_to_none=True)
+    storages = {
+        p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()
+    }
+
+    def keep(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), autocast:
+        loss = model.loss(src, mask, tgt).loss
+    loss.backward()
+    grads = sum(p.grad.untyped_storage().nbytes() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+    return sum(storages.values()) + grads
+
+
+def probe_memory(model: nn.Module, cfg: TrainConfig, vocab: Vocab, device, amp, limit: int) -> dict:
+    """The largest batch of longest-allowed rows whose step peaks within HEADROOM of ``limit``:
+    rows doubled until a step does not fit (or --max-batch-rows, beyond which a larger budget
+    changes no batch), then halved intervals to within an eighth."""
+    probes: dict[int, int | None] = {}
+
+    def fits(rows: int) -> bool:
+        probes[rows] = step_memory(model, rows, cfg, vocab, device, amp)
+        return probes[rows] is not None and probes[rows] <= HEADROOM * limit
+
+    good, bad, rows = 0, None, 1
+    while bad is None and good < cfg.max_batch_rows:
+        if fits(rows):
+            good, rows = rows, min(2 * rows, cfg.max_batch_rows)
+        else:
+            bad = rows
+    if good == 0:
+        raise UserError(
+            f"--batch-tokens auto: one row of the longest allowed lengths ({row_tokens(cfg)} "
+            f"tokens) does not fit in {limit / 2**20:,.0f} MiB; lower --max-src-len/--max-tgt-len"
+        )
+    while bad is not None and bad - good > max(1, good // 8):
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if fits(middle) else (good, middle)
+    mb = {rows: None if peak is None else round(peak / 2**20, 1) for rows, peak in probes.items()}
+    return {
+        "method": "memory probe",
+        "batch_tokens": good * row_tokens(cfg),
+        "limit_mb": round(limit / 2**20, 1),
+        "headroom": HEADROOM,
+        "probes": [
+            {"rows": r, "batch_tokens": r * row_tokens(cfg), "peak_mb": mb[r]} for r in sorted(mb)
+        ],
+    }
+
+
+def speed_trial(model: nn.Module, cfg: TrainConfig, examples: list[Example], vocab, device) -> dict:
+    """The budget of SPEED_TRIAL_BUDGETS (within what one row needs and --max-batch-rows allows)
+    that trains the most tokens per second, timed on real batches of the training data with a
+    copy of the model and its own optimizer."""
+    lengths = [(len(e.src), len(e.tgt)) for e in examples]
+    most = cfg.max_batch_rows * row_tokens(cfg)
+    budgets = sorted({min(max(b, row_tokens(cfg)), most) for b in SPEED_TRIAL_BUDGETS})
+    trials = []
+    for budget in budgets:
+        trial_model = copy.deepcopy(model)
+        optimizer = make_optimizer(trial_model, cfg)
+        batches = bucketed_batches(
+            lengths, max_tokens=budget, max_rows=cfg.max_batch_rows, seed=cfg.seed, epoch=0
+        )
+        tokens, seconds = 0, 0.0
+        for step, rows in enumerate(
+            itertools.islice(itertools.cycle(batches), SPEED_TRIAL_STEPS + 1)
+        ):
+            src, mask, tgt = (
+                t.to(device) for t in collate([examples[i] for i in rows], vocab.pad_id)
+            )
+            started = time.perf_counter()
+            trial_model.loss(src, mask, tgt).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "mps":
+                torch.mps.synchronize()
+            if step:  # the first step warms up (allocations, kernel choices)
+                seconds += time.perf_counter() - started
+                tokens += int((tgt[:, 1:] != vocab.pad_id).sum() + mask.sum())
+            if seconds > SPEED_TRIAL_SECONDS:
+                break
+        trials.append({"batch_tokens": budget, "tokens_per_s": round(tokens / seconds, 1)})
+    best = max(trials, key=lambda t: t["tokens_per_s"])
+    return {"method": "speed trial", "batch_tokens": best["batch_tokens"], "trials": trials}
+
+
+def choose_batch_tokens(model, cfg: TrainConfig, train_set, vocab, dist: Dist, amp) -> dict:
+    """`--batch-tokens auto`: a memory probe where there is a limit (CUDA, or the cap of
+    $KMCORRECT_TRAIN_MEMORY_MB), else a speed trial; the same choice in every process (the
+    smallest). Random states are restored, so the run goes on as if given the number."""
+    started = time.monotonic()
+    states, python_state = rng_states(dist.device), random.getstate()
+    limit = memory_limit(dist.device)
+    if limit is None:
+        choice = speed_trial(model, cfg, train_set, vocab, dist.device)
+    else:
+        choice = probe_memory(model, cfg, vocab, dist.device, amp, limit)
+    set_rng_states(states, dist.device)
+    random.setstate(python_state)
+    if dist.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dist.device)
+    chosen = min(dist.gather(choice["batch_tokens"]))
+    return choice | {
+        "asked": AUTO,
+        "batch_tokens": chosen,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The allocator's peak on CUDA (and MPS's driver total); the process's peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if device.type == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
+    import resource  # POSIX only, like the CPU runs it measures
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Whole or not at all: a reader in another process never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(partial, path)
+
+
 # ----------------------------------------------------------------------------- run state
 
 
@@ -515,15 +742,16 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         )
         return (batches * dist.world)[: math.ceil(len(batches) / dist.world) * dist.world]
 
-    n_batches = len(epoch_batches(0))  # per epoch; varies a little from epoch to epoch
-    total_steps = cfg.epochs * n_batches // dist.world
-
     # ---- start, or resume exactly where `last` left off
     val = {"val_cer": None, "val_loss": None, "val": None, "val_step": None}
+    batch = {"asked": cfg.batch_tokens, "batch_tokens": cfg.batch_tokens}
     if cfg.resume:
         if not (ckpt_dir / "last.json").exists():
             raise UserError(f"--resume: nothing to resume in {run_dir} (no checkpoints/last.json)")
         ck = checkpoint.load(run_dir, "last")
+        if cfg.batch_tokens == AUTO:  # the choice the run made, not a new one
+            cfg = replace(cfg, batch_tokens=ck.meta["train_config"]["batch_tokens"])
+            batch = ck.meta.get("batch", batch | {"batch_tokens": cfg.batch_tokens})
         check_resumable(ck, cfg, model)
         model.load_state_dict(ck.model.state_dict())
         pos = restore_state(ck, optimizer, scaler, dist)
@@ -537,6 +765,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             )
         pos = Progress()
         torch.manual_seed(cfg.seed + dist.rank)  # each process its own dropout stream
+        if cfg.batch_tokens == AUTO:
+            say(f"--batch-tokens auto: {'probing' if memory_limit(device) else 'timing'} ...")
+            batch = choose_batch_tokens(model, cfg, train_set, vocab, dist, amp)
+            cfg = replace(cfg, batch_tokens=batch["batch_tokens"])
+            say(f"--batch-tokens auto: {batch['batch_tokens']} ({describe_batch(batch)})")
+    n_batches = len(epoch_batches(0))  # per epoch; varies a little from epoch to epoch
+    total_steps = cfg.epochs * n_batches // dist.world
 
     objective: nn.Module = Objective(model)
     if dist.world > 1:
@@ -553,7 +788,33 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         metrics_file = open_metrics(run_dir / "metrics.csv", pos.step if cfg.resume else None)
         metrics = csv.DictWriter(metrics_file, METRICS)
         writer = SummaryWriter(run_dir, purge_step=pos.step if cfg.resume else None)
+        writer.add_text("batch", f"{cfg.batch_tokens} tokens ({describe_batch(batch)})", pos.step)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    status = {
+        "state": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": time.time(),
+        "elapsed_at_start": pos.elapsed_s,
+        "model": cfg.model,
+        "preset": cfg.preset,
+        "data": str(data_dir),
+        "device": describe_device(device),
+        "precision": precision,
+        "world_size": dist.world,
+        "batch": batch,
+        "epochs": cfg.epochs,
+        "steps_per_epoch": n_batches // dist.world,
+        "total_steps": total_steps,
+        "max_steps": cfg.max_steps,
+        "max_minutes": cfg.max_minutes,
+    }
+
+    def set_status(**changes) -> None:
+        status.update(changes)
+        if dist.main:
+            write_json(run_dir / "run.json", status | {"updated_at": time.time()})
+
     say(
         f"{cfg.model}/{cfg.preset}: {count_parameters(model):,} parameters; "
         f"{dist.world} process(es) on {device.type} ({precision})"
@@ -571,11 +832,14 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         if not dist.main:
             return
         epochs = round(pos.epoch + pos.batch_index / n_batches, 4)
+        peak = round(peak_memory_mb(device), 1)
         metrics.writerow(
-            {"step": pos.step, "epoch": epochs, "elapsed_s": round(elapsed(), 1)} | values
+            {"step": pos.step, "epoch": epochs, "elapsed_s": round(elapsed(), 1)}
+            | values
+            | {"peak_mem_mb": peak}
         )
         metrics_file.flush()
-        for key, value in values.items():
+        for key, value in (values | {"peak_mem_mb": peak}).items():
             writer.add_scalar(key, value, pos.step)
 
     def save(tag: str) -> None:
@@ -584,6 +848,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             return
         meta = {
             "train_config": asdict(cfg),
+            "batch": batch,
             "progress": asdict(pos) | {"elapsed_s": elapsed(), "world_size": dist.world},
             "metrics": val,
             "optimizer": {"name": "AdamW", "param_groups": optimizer.state_dict()["param_groups"]},
@@ -613,101 +878,147 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     val_every = cfg.val_every_minutes * 60 or math.inf
     last_validation = started
     stop = None
-    model.train()
-    while stop is None and pos.epoch < cfg.epochs:
-        batches = epoch_batches(pos.epoch)
-        n_batches = len(batches)
-        bar = tqdm(
-            total=n_batches // dist.world,
-            initial=pos.batch_index // dist.world,
-            desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
+    validating_s, tokens_at_start = 0.0, pos.tokens
+    budget_s, budget_bar = max(1, round(cfg.max_minutes * 60)), None
+    if cfg.max_minutes:  # one bar for the budget: epochs end long after it does
+        budget_bar = tqdm(
+            total=budget_s,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of "
+            + tqdm.format_interval(budget_s)
+            + " budget, {remaining} left{postfix}",
+            smoothing=0,
             disable=not (cfg.progress and dist.main),
             dynamic_ncols=True,
         )
-        for rows in batches[pos.batch_index + dist.rank :: dist.world]:
-            src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
-            n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
-            now = time.monotonic()
-            time_done = (now - started) / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0
-            # Summed over processes so every rank sees the same clock (rank means).
-            n_global, n_seen, out_of_time, time_done, val_due = dist.all_sum(
-                n_local,
-                n_local + int(mask.sum()),
-                now > deadline,
-                time_done,
-                now - last_validation > val_every,
+    model.train()
+    set_status()
+    try:
+        while stop is None and pos.epoch < cfg.epochs:
+            batches = epoch_batches(pos.epoch)
+            n_batches = len(batches)
+            bar = (
+                budget_bar
+                if budget_bar is not None
+                else tqdm(
+                    total=n_batches // dist.world,
+                    initial=pos.batch_index // dist.world,
+                    disable=not (cfg.progress and dist.main),
+                    dynamic_ncols=True,
+                )
             )
-            if out_of_time:
-                stop = "max_minutes"
-                break
-            lr = lr_at(pos.step, cfg, total_steps, time_done / dist.world)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            src, mask, tgt = src.to(device), mask.to(device), tgt.to(device)
-            with torch.autocast(device.type, amp) if amp else nullcontext():
-                out = objective(src, mask, tgt)
-            loss = global_share(out.loss, n_local, n_global, dist.world)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            pos.step += 1
-            pos.batch_index += dist.world
-            pos.tokens += int(n_seen)
-            window_loss += loss.detach() / dist.world
-            window_steps += 1
-            window_tokens += n_seen
-            bar.update()
-
-            if pos.step % cfg.log_every == 0:
-                (train_loss,) = dist.all_sum(float(window_loss) / window_steps)
+            bar.set_description(f"epoch {pos.epoch + 1}/{cfg.epochs}")
+            for rows in batches[pos.batch_index + dist.rank :: dist.world]:
+                src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
+                n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
                 now = time.monotonic()
-                bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
-                log(lr=lr, train_loss=train_loss, tokens_per_s=window_tokens / (now - window_start))
-                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
-            if cfg.save_every and pos.step % cfg.save_every == 0:
-                save("last")
-            if cfg.max_steps and pos.step >= cfg.max_steps:
-                stop = "max_steps"
-                break
-            if val_due and pos.batch_index < n_batches:  # else the epoch's end validates
-                break  # validate mid-epoch; the loop comes back to the next batch
-        else:  # the epoch ran to its end
-            pos.epoch, pos.batch_index = pos.epoch + 1, 0
-        bar.close()
+                time_done = (now - started) / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0
+                # Summed over processes so every rank sees the same clock (rank means).
+                n_global, n_seen, out_of_time, time_done, val_due = dist.all_sum(
+                    n_local,
+                    n_local + int(mask.sum()),
+                    now > deadline,
+                    time_done,
+                    now - last_validation > val_every,
+                )
+                if out_of_time:
+                    stop = "max_minutes"
+                    break
+                lr = lr_at(pos.step, cfg, total_steps, time_done / dist.world)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                src, mask, tgt = src.to(device), mask.to(device), tgt.to(device)
+                with torch.autocast(device.type, amp) if amp else nullcontext():
+                    out = objective(src, mask, tgt)
+                loss = global_share(out.loss, n_local, n_global, dist.world)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                pos.step += 1
+                pos.batch_index += dist.world
+                pos.tokens += int(n_seen)
+                window_loss += loss.detach() / dist.world
+                window_steps += 1
+                window_tokens += n_seen
+                if budget_bar is not None:
+                    bar.update(min(budget_s, time.monotonic() - started) - bar.n)
+                else:
+                    bar.update()
 
-        # ---- validate on rank 0 (the others wait in all_sum), keep the best, save
-        validation_start = time.monotonic()
-        if dist.main:
-            val_loss, board = evaluate(model, eval_set, vocab, cfg, device, amp)
-            val = {"val_cer": board.cer_after, "val_loss": val_loss, "val": board.as_dict()}
-            val["val_step"] = pos.step
-            log(val_loss=val_loss, val_cer=board.cer_after)
-            print(
-                f"epoch {pos.epoch + pos.batch_index / n_batches:.2f}, step {pos.step}: val CER "
-                f"{board.cer_after:.4f} (input {board.cer_before:.4f}), val loss {val_loss:.4f}"
-            )
-        (val_cer,) = dist.all_sum(val["val_cer"] if dist.main else 0.0)
-        if pos.best_cer is None or val_cer < pos.best_cer:
-            pos.best_cer, pos.best_step, pos.bad_epochs = val_cer, pos.step, 0
-            save("best")
-        else:
-            pos.bad_epochs += 1
-        save("last")
-        last_validation = time.monotonic()
-        window_start += last_validation - validation_start  # tokens/s counts training only
-        if stop is None and pos.epoch >= cfg.epochs:
-            stop = "epochs"
-        if stop is None and cfg.patience and pos.bad_epochs >= cfg.patience:
-            stop = "patience"
+                if pos.step % cfg.log_every == 0:
+                    (train_loss,) = dist.all_sum(float(window_loss) / window_steps)
+                    now = time.monotonic()
+                    bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+                    log(
+                        lr=lr,
+                        train_loss=train_loss,
+                        tokens_per_s=window_tokens / (now - window_start),
+                    )
+                    window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
+                if cfg.save_every and pos.step % cfg.save_every == 0:
+                    save("last")
+                if cfg.max_steps and pos.step >= cfg.max_steps:
+                    stop = "max_steps"
+                    break
+                if val_due and pos.batch_index < n_batches:  # else the epoch's end validates
+                    break  # validate mid-epoch; the loop comes back to the next batch
+            else:  # the epoch ran to its end
+                pos.epoch, pos.batch_index = pos.epoch + 1, 0
+            if budget_bar is None:
+                bar.close()
+
+            # ---- validate on rank 0 (the others wait in all_sum), keep the best, save
+            validation_start = time.monotonic()
+            if dist.main:
+                val_loss, board = evaluate(model, eval_set, vocab, cfg, device, amp)
+                val = {"val_cer": board.cer_after, "val_loss": val_loss, "val": board.as_dict()}
+                val["val_step"] = pos.step
+                log(val_loss=val_loss, val_cer=board.cer_after)
+                print(
+                    f"epoch {pos.epoch + pos.batch_index / n_batches:.2f}, step {pos.step}: "
+                    f"val CER {board.cer_after:.4f} (input {board.cer_before:.4f}), "
+                    f"val loss {val_loss:.4f}"
+                )
+            (val_cer,) = dist.all_sum(val["val_cer"] if dist.main else 0.0)
+            if pos.best_cer is None or val_cer < pos.best_cer:
+                pos.best_cer, pos.best_step, pos.bad_epochs = val_cer, pos.step, 0
+                save("best")
+            else:
+                pos.bad_epochs += 1
+            save("last")
+            last_validation = time.monotonic()
+            validating_s += last_validation - validation_start
+            window_start += last_validation - validation_start  # tokens/s counts training only
+            if stop is None and pos.epoch >= cfg.epochs:
+                stop = "epochs"
+            if stop is None and cfg.patience and pos.bad_epochs >= cfg.patience:
+                stop = "patience"
+    except BaseException as exc:
+        state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        set_status(state=state, error=f"{type(exc).__name__}: {exc}", steps=pos.step)
+        raise
+    finally:
+        if budget_bar is not None:
+            budget_bar.close()
 
     if dist.main:
         writer.close()
         metrics_file.close()
     stop = stop or "epochs"
     best = ckpt_dir / "best.json" if pos.best_cer is not None else None
+    training_s = time.monotonic() - started - validating_s
+    set_status(
+        state="finished",
+        stop=stop,
+        steps=pos.step,
+        elapsed_s=round(elapsed(), 1),
+        best_cer=pos.best_cer,
+        best_step=pos.best_step,
+        tokens_per_s=round((pos.tokens - tokens_at_start) / max(training_s, 1e-9), 1),
+        peak_mem_mb=round(peak_memory_mb(device), 1),
+    )
     say(f"stopped ({stop}) after {pos.step} steps")
     if best is not None:
         say(f"best checkpoint: {best} (val CER {pos.best_cer:.4f} at step {pos.best_step})")
