@@ -16,10 +16,13 @@ from runtime.errors import UserError
 VERBS: dict[str, tuple[str, str, str]] = {
     "data": ("training.data.cli", "build train/val/test pairs and a data card", "train"),
     "train": ("training.cli", "train a model on a data folder into a run folder", "train"),
+    "monitor": ("training.monitor", "a training run's live progress (--watch), plot", "train"),
+    "pipeline": ("training.pipeline", "data -> train -> eval -> export -> bench, once", "train"),
     "eval": ("training.eval_cli", "score checkpoints on a data split, write reports", "train"),
     "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
     "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
     "correct": ("runtime.correct_cli", "correct lines in-process or via a server", "serve"),
+    "bulk": ("runtime.bulk_cli", "correct folders of text and PDFs, locally or on Ray", "serve"),
     "bench": ("benchmarks.cli", "benchmark suites side by side -> results/<device>/", "train"),
     "demo": ("runtime.demo", "serve an artifact, correct sample rows over gRPC, stop", "serve"),
 }

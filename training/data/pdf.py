@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -39,10 +38,14 @@ from dataclasses import asdict, dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
+from runtime.extract import EXTRACTORS, SURROGATE, extractor_missing, extractor_version
+from runtime.extract import extract_pdfminer as _extract_pdfminer
+from runtime.extract import extract_pdftotext as _extract_pdftotext
+from runtime.extract import extract_pypdf as _extract_pypdf
+from runtime.extract import package_version as _version
 from training.data.rows import ChannelResult, make_row
 
 GENERATORS: tuple[str, ...] = ("fpdf2", "typst", "libreoffice")
-EXTRACTORS: tuple[str, ...] = ("pdftotext", "pdftotext-layout", "pypdf", "pdfminer")
 
 # Body-text Khmer fonts used when ``fonts`` is not given (the decorative fonts-khmeros faces,
 # Muol, Bokor, Fasthand, ..., can still be asked for by name).
@@ -68,19 +71,11 @@ _LATIN_FALLBACKS = (
 )
 _PAPERS = {"a4": (210.0, 297.0), "letter": (215.9, 279.4)}
 _PT_MM = 25.4 / 72
-_TIMEOUT_S = 600
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _GENERATOR_HINTS = {
     "fpdf2": "pip install fpdf2 uharfbuzz",
     "typst": "pip install typst",
     "libreoffice": "apt-get install libreoffice-writer-nogui",
-}
-_EXTRACTOR_HINTS = {
-    "pdftotext": "apt-get install poppler-utils",
-    "pdftotext-layout": "apt-get install poppler-utils",
-    "pypdf": "pip install pypdf",
-    "pdfminer": "pip install pdfminer.six",
 }
 
 
@@ -183,17 +178,6 @@ def _generator_missing(name: str) -> str | None:
     return None
 
 
-def _extractor_missing(name: str) -> str | None:
-    if name in ("pdftotext", "pdftotext-layout"):
-        if shutil.which("pdftotext") is None:
-            return f"{name} extractor skipped, pdftotext not found: {_EXTRACTOR_HINTS[name]}"
-        return None
-    module = {"pypdf": "pypdf", "pdfminer": "pdfminer"}[name]
-    if importlib.util.find_spec(module) is None:
-        return f"{name} extractor skipped, not installed: {_EXTRACTOR_HINTS[name]}"
-    return None
-
-
 def unavailable() -> list[str]:
     """Why the channel cannot run at all with its default generators, extractors and fonts.
 
@@ -205,18 +189,11 @@ def unavailable() -> list[str]:
     if not any(family in installed for family in DEFAULT_FONTS):
         notes.append("no Khmer font found: apt-get install fonts-khmeros fonts-noto-core")
     generators = [_generator_missing(name) for name in GENERATORS]
-    extractors = [_extractor_missing(name) for name in EXTRACTORS]
+    extractors = [extractor_missing(name) for name in EXTRACTORS]
     for reasons in (generators, extractors):
         if all(reasons):
             notes.extend(dict.fromkeys(reasons))
     return notes
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _generator_version(name: str) -> str:
@@ -230,21 +207,6 @@ def _generator_version(name: str) -> str:
         if versionrc.is_file():
             return "libreoffice:" + hashlib.sha256(versionrc.read_bytes()).hexdigest()[:16]
     return "libreoffice"
-
-
-def _extractor_version(name: str, exe: str | None) -> str:
-    if name in ("pdftotext", "pdftotext-layout"):
-        try:
-            proc = subprocess.run(
-                [exe or "pdftotext", "-v"], capture_output=True, text=True, timeout=60
-            )
-            first = (proc.stderr or proc.stdout).strip().splitlines()
-            return first[0] if first else "pdftotext"
-        except (OSError, subprocess.SubprocessError):
-            return "pdftotext"
-    if name == "pypdf":
-        return f"pypdf={_version('pypdf')}"
-    return f"pdfminer.six={_version('pdfminer.six')}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,56 +546,6 @@ def _render_task(job: dict) -> dict:
 # Extractors (run in worker processes)
 
 
-def _extract_pdftotext(path: str, exe: str, layout: bool) -> list[str]:
-    cmd = [exe, "-enc", "UTF-8", *(["-layout"] if layout else []), path, "-"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT_S, check=False)
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-        raise RuntimeError(f"pdftotext exited {proc.returncode}: {tail}")
-    pages = proc.stdout.decode("utf-8", "replace").split("\f")
-    # pdftotext ends every page with a form feed: the piece after the last one is empty.
-    if pages and not pages[-1].strip():
-        pages.pop()
-    return pages
-
-
-def _extract_pypdf(path: str) -> list[str | None]:
-    from pypdf import PdfReader
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    pages: list[str | None] = []
-    for page in PdfReader(path).pages:
-        try:
-            pages.append(page.extract_text())
-        except Exception:  # one bad page must not lose the others
-            pages.append(None)
-    return pages
-
-
-def _extract_pdfminer(path: str) -> list[str]:
-    """Same text as ``pdfminer.high_level.extract_text`` (default LAParams), page by page."""
-    from pdfminer.high_level import extract_pages
-    from pdfminer.layout import LAParams, LTContainer, LTText, LTTextBox
-
-    logging.getLogger("pdfminer").setLevel(logging.ERROR)
-
-    def render(item, out: list[str]) -> None:  # TextConverter.receive_layout, unrolled
-        if isinstance(item, LTContainer):
-            for child in item:
-                render(child, out)
-        elif isinstance(item, LTText):
-            out.append(item.get_text())
-        if isinstance(item, LTTextBox):
-            out.append("\n")
-
-    pages = []
-    for page in extract_pages(path, laparams=LAParams()):
-        out: list[str] = []
-        render(page, out)
-        pages.append("".join(out))
-    return pages
-
-
 def _extract_task(job: dict) -> dict:
     """Read every page of one PDF with one extractor; cache the result as JSON."""
     name, path = job["extractor"], job["pdf"]
@@ -652,7 +564,7 @@ def _extract_task(job: dict) -> dict:
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
     # Broken UTF-16 in a ToUnicode map can give lone surrogates, which UTF-8 cannot carry.
-    pages = [None if p is None else _SURROGATE.sub("\ufffd", p) for p in pages]
+    pages = [None if p is None else SURROGATE.sub("\ufffd", p) for p in pages]
     result = {"version": job["version"], "pages": pages}
     _write_atomic(Path(job["cache"]), json.dumps(result, ensure_ascii=False).encode("utf-8"))
     return {**result, "seconds": time.perf_counter() - started}
@@ -785,7 +697,7 @@ def make_rows(
         usable_generators += [] if missing else [name]
     usable_extractors = []
     for name in extractor_names:
-        missing = _extractor_missing(name)
+        missing = extractor_missing(name)
         notes.extend([missing] if missing else [])
         usable_extractors += [] if missing else [name]
 
@@ -804,7 +716,7 @@ def make_rows(
     pdftotext = shutil.which("pdftotext")
     gen_versions = {g: _generator_version(g) for g in usable_generators}
     ext_versions = {
-        e: f"{EXTRACTOR_VERSION};{_extractor_version(e, pdftotext)}" for e in usable_extractors
+        e: f"{EXTRACTOR_VERSION};{extractor_version(e, pdftotext)}" for e in usable_extractors
     }
     n_ext = len(usable_extractors)
 
