@@ -8,7 +8,6 @@ half-written or unverified artifact behind, nor destroys the one it was to repla
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -38,6 +37,7 @@ from runtime.artifact import (
 from runtime.corrector import Corrector, ModelInfo
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
+from runtime.files import write_atomic
 from training import checkpoint
 from training.calibrate import calibrate
 from training.data.rows import read_rows
@@ -134,9 +134,7 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     manifest.pop("checksum", None)
     manifest = json.loads(json.dumps(manifest))  # the checksum covers what a reader will see
     manifest["checksum"] = manifest_checksum(manifest)
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST)
+    write_atomic(directory / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
 
 
 def _check_destination(out: Path, force: bool) -> None:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import UserError
+from runtime.files import TMP_SUFFIX, write_atomic
 
 CHUNK_LINES = 1000
 OUTPUT_SETTINGS = ("variant", "device", "min_confidence", "extractor")
 SPANS_SUFFIX = ".spans.jsonl"
-TMP_SUFFIX = ".kmcorrect-tmp"
 SETTINGS_FILE = "bulk-run.json"
 SUMMARY_FILE = "bulk-summary.json"
 # A failure's reason is cut to one line of at most this many characters.
@@ -237,12 +237,9 @@ class ChunkCorrector:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Whole or absent: a fixed temporary name (a rerun removes strays), then one rename."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    """Whole or absent (a rerun sweeps the temporaries a killed run left)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from tiny import corrupt
 
-from runtime.bulk import SUMMARY_FILE, TMP_SUFFIX
+from runtime.bulk import SUMMARY_FILE
 from runtime.cli import main
+from runtime.files import TMP_SUFFIX
 from runtime.text import Span, apply_spans
 from tests.conftest import KHMER_SENTENCES
 

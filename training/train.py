@@ -69,6 +69,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from runtime.errors import UserError
+from runtime.files import write_atomic
 from runtime.text import ScoreBoard, Vocab, normalize
 from training import checkpoint
 from training.batching import bucketed_batches
@@ -587,13 +588,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def write_json(path: Path, value: dict) -> None:
-    """Whole or not at all: a reader in another process never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(partial, path)
-
-
 # ----------------------------------------------------------------------------- run state
 
 
@@ -813,7 +807,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     def set_status(**changes) -> None:
         status.update(changes)
         if dist.main:
-            write_json(run_dir / "run.json", status | {"updated_at": time.time()})
+            write_atomic(
+                run_dir / "run.json",
+                json.dumps(status | {"updated_at": time.time()}, indent=1) + "\n",
+            )
 
     say(
         f"{cfg.model}/{cfg.preset}: {count_parameters(model):,} parameters; "

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from runtime.files import write_atomic
 from runtime.text.metrics import cer
 from training.data.rows import ChannelResult, MissingTool, make_row
 
@@ -187,18 +188,6 @@ def _read_cache(path: Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("text"), str) else None
 
 
-def _write_cache(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RenderError(RuntimeError):
     """text2image or tesseract failed on one sentence."""
 
@@ -336,7 +325,7 @@ def make_rows(
             failures[key] = error
             return
         record = {"text": text, "font": font, "settings": asdict(settings), "tool": version}
-        _write_cache(_cache_path(cache_dir, key), record)
+        write_atomic(_cache_path(cache_dir, key), json.dumps(record, ensure_ascii=False))
         records[key] = record
 
     with tqdm(total=len(todo), desc="ocr", unit="sent", disable=not progress) as bar:

@@ -43,6 +43,7 @@ from runtime.extract import extract_pdfminer as _extract_pdfminer
 from runtime.extract import extract_pdftotext as _extract_pdftotext
 from runtime.extract import extract_pypdf as _extract_pypdf
 from runtime.extract import package_version as _version
+from runtime.files import write_atomic
 from training.data.rows import ChannelResult, make_row
 
 GENERATORS: tuple[str, ...] = ("fpdf2", "typst", "libreoffice")
@@ -264,18 +265,6 @@ def _doc_hash(config: dict, sentences: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> dict | None:
@@ -531,13 +520,13 @@ def _render_task(job: dict) -> dict:
             out.append({"hash": digest, "error": f"{generator} failed: {blob}"})
             continue
         pdf_path = pdf_dir / f"{digest}.pdf"
-        _write_atomic(pdf_path, blob)
+        write_atomic(pdf_path, blob)
         try:
             meta = _inspect_pdf(pdf_path)
         except Exception as exc:
             out.append({"hash": digest, "error": f"unreadable PDF: {exc}"[:500]})
             continue
-        _write_atomic(pdf_dir / f"{digest}.json", json.dumps(meta).encode("utf-8"))
+        write_atomic(pdf_dir / f"{digest}.json", json.dumps(meta).encode("utf-8"))
         out.append({"hash": digest, **meta})
     return {"docs": out, "seconds": time.perf_counter() - started}
 
@@ -566,7 +555,7 @@ def _extract_task(job: dict) -> dict:
     # Broken UTF-16 in a ToUnicode map can give lone surrogates, which UTF-8 cannot carry.
     pages = [None if p is None else SURROGATE.sub("\ufffd", p) for p in pages]
     result = {"version": job["version"], "pages": pages}
-    _write_atomic(Path(job["cache"]), json.dumps(result, ensure_ascii=False).encode("utf-8"))
+    write_atomic(Path(job["cache"]), json.dumps(result, ensure_ascii=False).encode("utf-8"))
     return {**result, "seconds": time.perf_counter() - started}
 
 
