@@ -42,7 +42,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        # Divided by its largest magnitude first: the same result (the norm is scale-free),
+        # but the squares stay within 1, so they cannot overflow where a half-precision graph
+        # carries them in fp16 (a residual stream of magnitude 300 already would).
         x32 = x.float()
+        x32 = x32 / x32.abs().amax(-1, keepdim=True).clamp_min(self.eps)
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 
