@@ -119,14 +119,14 @@ def test_a_character_outside_the_vocabulary_passes_through_by_keep(editor_artifa
     assert corrector.gated(text, plan).text == text
 
 
-def test_edit_regions_carry_their_weakest_frame():
+def test_edit_regions_carry_the_geometric_mean_of_their_frames():
     # Source A D B C: D deleted (sure), B replaced by C (unsure), C kept.
     labels = np.array([[A, BLANK, BLANK, BLANK, C, BLANK, C, BLANK]])
     probs = np.array([[0.99, 0.98, 0.97, 0.96, 0.6, 0.9, 0.99, 0.99]], np.float32)
     src = np.array([[A, D, B, C]])
     (plan,) = plan_edits(labels, probs, src, np.ones((1, 4), bool), upsample=K, blank_id=BLANK)
     assert [(r.start, r.end, r.ids) for r in plan.regions] == [(1, 3, [C])]
-    assert plan.regions[0].confidence == pytest.approx(0.6)
+    assert plan.regions[0].confidence == pytest.approx((0.97 * 0.96 * 0.6 * 0.9) ** 0.25)
     applied = apply_edits(plan, 0.5)
     assert applied.ids == [A, C, C] and applied.gated == 0
     assert applied.origin == [0, -1, 3]
@@ -141,7 +141,7 @@ def test_the_gate_leaves_an_edit_under_the_threshold_undone():
     assert apply_edits(plan, 0.6).ids == [A, B]  # the deletion of D is applied
     gated = apply_edits(plan, 0.75)
     assert gated.ids == [A, D, B] and gated.gated == 1  # ... and not above its confidence
-    assert gated.confidence[1] == pytest.approx(1 - 0.7)
+    assert gated.confidence[1] == pytest.approx(1 - (0.7 * 0.8) ** 0.5)
 
 
 def test_a_row_decodes_the_same_alone_and_in_a_padded_batch():
