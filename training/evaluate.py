@@ -35,6 +35,7 @@ from runtime.text import (
     segment,
     symbolize,
 )
+from runtime.text.metrics import KINDS
 from training.calibrate import calibrate
 from training.checkpoint import Checkpoint
 from training.models import Editor, count_parameters, greedy_decode
@@ -368,7 +369,19 @@ def render_markdown(report: dict) -> str:
         out += ["", f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |"]
         out.append("|" + "---|" + "---:|" * (len(_COLUMNS) - 1))
         out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _kinds_table(report)) + "\n"
+
+
+def _kinds_table(report: dict) -> list[str]:
+    """Edit distance by kind of error (runtime.text.metrics.error_kinds), input → prediction,
+    overall and per channel: which damage the model repairs and which it leaves."""
+    groups = [("all", report["overall"]), *report["channels"].items()]
+    out = ["", "## Errors by kind (edit distance, input → prediction)", ""]
+    out += ["| group | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
+    for label, scores in groups:
+        before, after = scores["error_kinds_before"], scores["error_kinds_after"]
+        out.append(f"| {label} | " + " | ".join(f"{before[k]} → {after[k]}" for k in KINDS) + " |")
+    return out
 
 
 def sample_rows(
