@@ -178,7 +178,8 @@ def _calibrate_gate(
     )
     chosen = gate["chosen"]
     log(
-        f"gate: min_confidence {gate['min_confidence']} (validation CER {chosen['cer_before']:.4f} "
+        f"gate: min_confidence {gate['min_confidence']}, for space-only deletions "
+        f"{gate['space_min_confidence']} (validation CER {chosen['cer_before']:.4f} "
         f"-> {chosen['cer_after']:.4f}, rows made worse {chosen['harm_rate']:.2%}, clean CER "
         f"introduced {chosen['clean_cer_introduced']:.4%}; bounds met: {gate['bounds_met']})"
     )

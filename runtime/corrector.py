@@ -17,7 +17,7 @@ import numpy as np
 from runtime.artifact import Artifact, load_artifact
 from runtime.config import ServeConfig
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
-from runtime.editing import Plan, apply_edits, plan_edits
+from runtime.editing import Gate, Plan, apply_edits, plan_edits
 from runtime.engines import Engine
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import TensorRTEngine
@@ -45,6 +45,7 @@ class ModelInfo:
     model_id: str  # answers name it (the artifact's manifest checksum)
     has_mapper: bool  # the hybrid's AtomicMapper, for the substitution mode
     min_confidence: float = 0.0  # the editor's gate, as calibrated at export
+    space_min_confidence: float | None = None  # ... for edits that only delete spaces
 
     @property
     def is_editor(self) -> bool:
@@ -53,6 +54,7 @@ class ModelInfo:
     @classmethod
     def of_artifact(cls, artifact: Artifact) -> ModelInfo:
         limits = artifact.limits
+        gate = artifact.manifest.get("gate", {})
         return cls(
             name=artifact.model_name,
             config=artifact.model_config,
@@ -62,7 +64,8 @@ class ModelInfo:
             max_n=limits["max_n"],
             model_id=artifact.manifest["checksum"][:16],
             has_mapper="mapper" in artifact.graphs,
-            min_confidence=float(artifact.manifest.get("gate", {}).get("min_confidence", 0.0)),
+            min_confidence=float(gate.get("min_confidence", 0.0)),
+            space_min_confidence=gate.get("space_min_confidence"),
         )
 
 
@@ -79,6 +82,7 @@ class Corrector:
         self.is_editor = info.is_editor
         # The editor's gate: edits below this confidence are not applied (calibrated at export).
         self.min_confidence = info.min_confidence
+        self.gate = Gate(info.min_confidence, info.space_min_confidence, self._space_id())
 
     def run_batch(self, jobs: list[Job]) -> list[Corrected]:
         if self.is_editor:
@@ -124,10 +128,14 @@ class Corrector:
             labels, probs, ids, mask, upsample=config["upsample"], blank_id=config["vocab_size"]
         )
 
-    def gated(self, text: str, plan: Plan, min_confidence: float | None = None) -> Corrected:
-        """``text`` with the planned edits that pass the gate (default: the calibrated one)."""
-        threshold = self.min_confidence if min_confidence is None else min_confidence
-        edited = apply_edits(plan, threshold)
+    def _space_id(self) -> int | None:
+        ids = self.vocab.encode(" ")
+        return ids[0] if len(ids) == 1 else None
+
+    def gated(self, text: str, plan: Plan, gate: Gate | float | None = None) -> Corrected:
+        """``text`` with the planned edits that pass the gate: the calibrated one, or a
+        request's ``min_confidence``, one threshold for every edit."""
+        edited = apply_edits(plan, self.gate if gate is None else gate)
         chars, confidence = [], []
         for token, origin, prob in zip(edited.ids, edited.origin, edited.confidence, strict=True):
             # A copy is the source character itself, so one outside the vocabulary passes

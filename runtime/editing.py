@@ -11,8 +11,11 @@ is part of an edit. An edit region is a maximal run of such positions, and its c
 the geometric mean of its frames' probabilities. (The weakest frame was tried first: measured
 on the validation split, at the same clean-row damage it kept far fewer right edits, since a
 long edit always holds some unsure frame; see docs/results.md.)
-The gate keeps an edit only if its confidence reaches ``min_confidence``; otherwise the
-region's source characters come back unchanged. So below the threshold, the input stands.
+The gate keeps an edit only if its confidence reaches its threshold; otherwise the region's
+source characters come back unchanged. So below the threshold, the input stands. An edit
+that only deletes spaces has a threshold of its own (`Gate`): the damage the editor learned
+to undo most is a spurious space, and a real space deleted is most of what it does to clean
+text, so those edits are held to a stricter bar than the rest.
 
 This module is the one road from frames to text: evaluation, the trainer's validation, export
 checks, calibration and serving all go through `plan_edits` and `apply_edits`.
@@ -44,6 +47,27 @@ class Plan:
     source: list[int]
     copy_probs: list[float]  # per source position; meaningful where no region covers it
     regions: list[Region]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Edits apply from ``min_confidence``; edits that only delete spaces (``space_id``) from
+    ``space_min_confidence`` (None: the same threshold)."""
+
+    min_confidence: float = 0.0
+    space_min_confidence: float | None = None
+    space_id: int | None = None
+
+    def threshold(self, plan: Plan, region: Region) -> float:
+        if self.space_min_confidence is not None and deletes_only_spaces(
+            plan, region, self.space_id
+        ):
+            return self.space_min_confidence
+        return self.min_confidence
+
+
+def deletes_only_spaces(plan: Plan, region: Region, space_id: int | None) -> bool:
+    return not region.ids and all(t == space_id for t in plan.source[region.start : region.end])
 
 
 @dataclass(frozen=True)
@@ -126,12 +150,15 @@ def _plan_row(
     return Plan(source, copy_probs, regions)
 
 
-def apply_edits(plan: Plan, min_confidence: float = 0.0) -> Edited:
-    """The row's output with the edits whose confidence reaches ``min_confidence``.
+def apply_edits(plan: Plan, gate: Gate | float = 0.0) -> Edited:
+    """The row's output with the edits whose confidence reaches the gate's threshold (a
+    number: one threshold for every edit).
 
     An applied edit's characters carry its confidence (a pure deletion lowers that of the
     character before it); a gated region's source characters carry 1 − its confidence, the
     model's doubt that the input was right there."""
+    if not isinstance(gate, Gate):
+        gate = Gate(float(gate))
     ids: list[int] = []
     origin: list[int] = []
     confidence: list[float] = []
@@ -145,7 +172,7 @@ def apply_edits(plan: Plan, min_confidence: float = 0.0) -> Edited:
 
     for region in plan.regions:
         copy(position, region.start, plan.copy_probs[position : region.start])
-        if region.confidence >= min_confidence:
+        if region.confidence >= gate.threshold(plan, region):
             ids.extend(region.ids)
             origin.extend([-1] * len(region.ids))
             confidence.extend([region.confidence] * len(region.ids))

@@ -175,7 +175,13 @@ def _infer_min_confidence(request: kserve_pb2.ModelInferRequest) -> float | None
 
 def _gate_description(corrector: Corrector) -> str:
     if corrector.is_editor:
-        return f"editor, gate min_confidence {corrector.min_confidence:g} unless a request sets it"
+        gate = corrector.gate
+        spaces = (
+            f" (space-only deletions {gate.space_min_confidence:g})"
+            if gate.space_min_confidence is not None
+            else ""
+        )
+        return f"editor, gate min_confidence {gate.min_confidence:g}{spaces} unless a request says"
     return f"{corrector.info.name}, no gate"
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.editing import apply_edits, edit_texts, plan_edits
+from runtime.editing import Gate, apply_edits, edit_texts, plan_edits
 from training.models import build_model
 from training.models.editor import best_path, copy_aware_ctc, merge_keep
 
@@ -192,3 +192,16 @@ def test_export_is_verified_and_calibrated(editor_artifact):
     assert chosen["min_confidence"] == gate["min_confidence"]
     thresholds = [point["min_confidence"] for point in gate["curve"]]
     assert thresholds == sorted(thresholds) and gate["min_confidence"] in thresholds
+
+
+def test_deleting_only_spaces_is_held_to_its_own_threshold():
+    # Source A _ B C (D plays the space): the space deleted and C replaced by A, both at 0.8.
+    labels = np.array([[A, BLANK, BLANK, BLANK, B, BLANK, A, BLANK]])
+    probs = np.array([[0.99, 0.99, 0.8, 0.8, 0.99, 0.99, 0.8, 0.8]], np.float32)
+    src = np.array([[A, D, B, C]])
+    (plan,) = plan_edits(labels, probs, src, np.ones((1, 4), bool), upsample=K, blank_id=BLANK)
+    assert [(r.start, r.end) for r in plan.regions] == [(1, 2), (3, 4)]
+    assert apply_edits(plan, Gate(0.7)).ids == [A, B, A]  # one threshold: both applied
+    strict = apply_edits(plan, Gate(0.7, space_min_confidence=0.9, space_id=D))
+    assert strict.ids == [A, D, B, A] and strict.gated == 1  # the space stays
+    assert apply_edits(plan, Gate(0.7, space_min_confidence=0.9, space_id=C)).ids == [A, B, A]

@@ -86,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         write_reports(report, rows, out, seed=args.seed)
         print(f"{name}: {headline(report)}")
         if "gate" in report:
-            print(f"  gate: edits applied from confidence {report['gate']['min_confidence']}")
+            gate = report["gate"]
+            space = gate.get("space_min_confidence")
+            print(
+                f"  gate: edits applied from confidence {gate['min_confidence']}"
+                + (f", space-only deletions from {space}" if space is not None else "")
+            )
         print(f"  reports: {out}/report.{{json,md,html}}, predictions.jsonl")
         reports.append(report)
     if comparing:

@@ -17,6 +17,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -222,8 +223,13 @@ def evaluate_checkpoint(
         corrector = checkpoint_corrector(checkpoint, device)
         if min_confidence is None and gate_rows:
             gate = calibrate(corrector, gate_rows)
-            min_confidence = gate["min_confidence"]
-        gate = {**(gate or {}), "min_confidence": min_confidence or 0.0}
+            corrector.gate = replace(
+                corrector.gate,
+                min_confidence=gate["min_confidence"],
+                space_min_confidence=gate["space_min_confidence"],
+            )
+        else:
+            gate = {"min_confidence": min_confidence or 0.0, "space_min_confidence": None}
 
         def correct(texts: list[str]) -> list[str]:
             results = correct_pieces(
@@ -343,7 +349,11 @@ def _identity_lines(report: dict) -> list[str]:
             if "rows" in gate
             else "as given"
         )
-        lines.append(f"editor gate: edits applied from confidence {gate['min_confidence']}, {how}")
+        space = gate.get("space_min_confidence")
+        spaces = f" (space-only deletions from {space})" if space is not None else ""
+        lines.append(
+            f"editor gate: edits applied from confidence {gate['min_confidence']}{spaces}, {how}"
+        )
     scores = report["overall"]
     lines.append(
         f"cluster error rate {_percent(scores['cluster_error_rate_before'])} → "
