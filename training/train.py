@@ -880,7 +880,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     if cfg.max_minutes:  # one bar for the budget: epochs end long after it does
         budget_bar = tqdm(
             total=budget_s,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of "
+            bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed} of "
             + tqdm.format_interval(budget_s)
             + " budget, {remaining} left{postfix}",
             smoothing=0,
