@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,20 @@ def test_resume_continues_exactly(data: Path, tmp_path: Path):
     assert sorted(got) == list(range(1, 17))
     assert [got[s] for s in range(8, 17)] == pytest.approx([expected[s] for s in range(8, 17)])
     assert got[16] == expected[16]  # exactly, in fact
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_a_resumed_run_keeps_what_is_left_of_its_time_budget(data: Path, tmp_path: Path, clock):
+    """A run that spent its budget, resumed with the same one, stops at once: resuming a killed
+    run continues its budget (and its learning-rate schedule) instead of starting a new one."""
+    budget = config(data, tmp_path / "run", epochs=10_000, patience=0, max_minutes=0.01)
+    budget = replace(budget, budget_clock=clock)
+    first = train(budget)
+    assert first.stop == "max_minutes" and first.steps > 0
+    progress = checkpoint.load(tmp_path / "run", "last").meta["progress"]
+    assert progress["budget_used_s"] >= 0.6
+    again = train(replace(budget, resume=True))
+    assert again.stop == "max_minutes" and again.steps == first.steps
 
 
 def test_resume_refuses_other_settings(data: Path, tmp_path: Path):

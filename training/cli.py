@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from training.train import AUTO, TrainConfig, train
+from training.train import AUTO, BUDGET_CLOCKS, TrainConfig, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_minutes,
         help="time budget, then validate, save and stop; 0: none "
         "(default: 8.5 on CPU, none on GPU)",
+    )
+    add(
+        "--budget-clock",
+        choices=sorted(BUDGET_CLOCKS),
+        default=d.budget_clock,
+        help="what --max-minutes counts: wall time, or this process's CPU time (equal work for "
+        "runs compared side by side on a shared machine; default: %(default)s)",
     )
     add(
         "--max-steps",

@@ -201,9 +201,12 @@ def _timing(snap: Snapshot) -> str:
     ends = []
     if status.get("max_minutes"):
         budget = status["max_minutes"] * 60
-        used = snap.now - status["started_at"]
-        line += f"   time budget {clock(budget)} ({min(1, used / budget):.0%})"
-        ends.append((max(0.0, budget - used), "time budget"))
+        if status.get("budget_clock", "wall") == "wall":
+            used = status.get("budget_used_at_start", 0.0) + snap.now - status["started_at"]
+            line += f"   time budget {clock(budget)} ({min(1, used / budget):.0%})"
+            ends.append((max(0.0, budget - used), "time budget"))
+        else:  # another process's CPU time cannot be read from the run folder
+            line += f"   CPU-time budget {clock(budget)}"
     train_rows = [r for r in snap.rows if r.get("train_loss") is not None][-10:]
     if status.get("total_steps") and len(train_rows) >= 2:
         first, last = train_rows[0], train_rows[-1]

@@ -101,6 +101,9 @@ HEADROOM = 0.85
 MEMORY_LIMIT_ENV = "KMCORRECT_TRAIN_MEMORY_MB"
 SPEED_TRIAL_BUDGETS = (1024, 2048, 4096, 8192)  # `auto` without a memory limit tries these
 SPEED_TRIAL_STEPS = 4  # timed steps per budget, after one untimed warm-up step
+# What a time budget counts. "cpu" (this process's CPU time) gives runs that share a machine the
+# same work whatever else runs there: the fair clock for side-by-side comparisons.
+BUDGET_CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
 SPEED_TRIAL_SECONDS = 3.0  # or fewer steps, once a budget has been timed this long
 
 
@@ -129,6 +132,7 @@ class TrainConfig:
     val_every_minutes: float | None = None  # also validate this often (0: at epoch ends only)
     patience: int = 3  # stop after this many validations without a better CER; 0: never
     max_minutes: float | None = None  # time budget; 0: none
+    budget_clock: str = "wall"  # what the budget counts: wall time, or this process's CPU time
     max_steps: int = 0  # stop (validate, save) after this many steps in all; 0: no limit
     save_every: int = 500  # steps between `last` checkpoints (also saved at every epoch end)
     log_every: int = 50
@@ -175,6 +179,8 @@ def check(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must not be negative")
     if cfg.max_minutes < 0 or cfg.val_every_minutes < 0:
         raise UserError("--max-minutes and --val-every-minutes must not be negative")
+    if cfg.budget_clock not in BUDGET_CLOCKS:
+        raise UserError(f"--budget-clock must be one of {', '.join(BUDGET_CLOCKS)}")
     if not cfg.lr > 0 or not cfg.grad_clip > 0 or cfg.weight_decay < 0:
         raise UserError("--lr and --grad-clip must be positive, --weight-decay not negative")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
@@ -600,6 +606,7 @@ class Progress:
     step: int = 0
     tokens: int = 0  # source + target tokens trained on
     elapsed_s: float = 0.0  # by earlier invocations of the run
+    budget_used_s: float = 0.0  # of the time budget, on its clock, by earlier invocations
     best_cer: float | None = None
     best_step: int | None = None
     bad_epochs: int = 0  # validations since the best one
@@ -613,7 +620,7 @@ def check_resumable(ck: checkpoint.Checkpoint, cfg: TrainConfig, model: nn.Modul
             f"it cannot be resumed as {cfg.model}/{cfg.preset} (use another --run-dir)"
         )
     for f in fields(TrainConfig):
-        then, now = ck.meta["train_config"].get(f.name), getattr(cfg, f.name)
+        then, now = ck.meta["train_config"].get(f.name, f.default), getattr(cfg, f.name)
         if f.name not in RESUMABLE and then != now:
             raise UserError(
                 f"{cfg.run_dir or 'the run'} was trained with {f.name}={then!r}, not {now!r}; "
@@ -802,6 +809,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         "total_steps": total_steps,
         "max_steps": cfg.max_steps,
         "max_minutes": cfg.max_minutes,
+        "budget_clock": cfg.budget_clock,
+        "budget_used_at_start": pos.budget_used_s,
     }
 
     def set_status(**changes) -> None:
@@ -825,6 +834,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     def elapsed() -> float:
         return pos.elapsed_s + time.monotonic() - started
 
+    clock = BUDGET_CLOCKS[cfg.budget_clock]
+    clock_at_start = clock()
+
+    def budget_used() -> float:
+        """Seconds of the time budget spent, by this invocation and the ones it resumes."""
+        return pos.budget_used_s + clock() - clock_at_start
+
     def log(**values) -> None:
         if not dist.main:
             return
@@ -846,7 +862,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         meta = {
             "train_config": asdict(cfg),
             "batch": batch,
-            "progress": asdict(pos) | {"elapsed_s": elapsed(), "world_size": dist.world},
+            "progress": asdict(pos)
+            | {"elapsed_s": elapsed(), "budget_used_s": budget_used(), "world_size": dist.world},
             "metrics": val,
             "optimizer": {"name": "AdamW", "param_groups": optimizer.state_dict()["param_groups"]},
             "schedule": {
@@ -870,19 +887,21 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         )
 
     # ---- the loop
-    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    budget_s = cfg.max_minutes * 60 or math.inf
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, started
     val_every = cfg.val_every_minutes * 60 or math.inf
     last_validation = started
     stop = None
     validating_s, tokens_at_start = 0.0, pos.tokens
-    budget_s, budget_bar = max(1, round(cfg.max_minutes * 60)), None
+    budget_bar = None
     if cfg.max_minutes:  # one bar for the budget: epochs end long after it does
         budget_bar = tqdm(
-            total=budget_s,
-            bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed} of "
+            total=round(budget_s),
+            initial=min(round(budget_s), round(pos.budget_used_s)),
+            bar_format="{desc}{percentage:3.0f}%|{bar}| of "
             + tqdm.format_interval(budget_s)
-            + " budget, {remaining} left{postfix}",
+            + f" {'CPU ' if cfg.budget_clock == 'cpu' else ''}budget, "
+            + "{remaining} left{postfix}",
             smoothing=0,
             disable=not (cfg.progress and dist.main),
             dynamic_ncols=True,
@@ -907,13 +926,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             for rows in batches[pos.batch_index + dist.rank :: dist.world]:
                 src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
                 n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
-                now = time.monotonic()
-                time_done = (now - started) / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0
+                now, used = time.monotonic(), budget_used()
+                time_done = min(1.0, used / budget_s)
                 # Summed over processes so every rank sees the same clock (rank means).
                 n_global, n_seen, out_of_time, time_done, val_due = dist.all_sum(
                     n_local,
                     n_local + int(mask.sum()),
-                    now > deadline,
+                    used > budget_s,
                     time_done,
                     now - last_validation > val_every,
                 )
@@ -940,7 +959,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
                 window_steps += 1
                 window_tokens += n_seen
                 if budget_bar is not None:
-                    bar.update(min(budget_s, time.monotonic() - started) - bar.n)
+                    bar.update(min(round(budget_s), round(budget_used())) - bar.n)
                 else:
                     bar.update()
 
