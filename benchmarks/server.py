@@ -33,12 +33,13 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.common import BenchContext, device_name, environment, free_port, slug, spread
+from benchmarks.common import BenchContext, device_name, environment, slug, spread
 from benchmarks.decoding import sample_rows
 from benchmarks.loadgen import ClosedLoop, OpenLoop, Sender, Window, summarize
 from proto import kserve_pb2, kserve_pb2_grpc
 from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
+from runtime.net import free_port
 from runtime.server import pack_bytes, unpack_bytes
 
 NAME = "server"

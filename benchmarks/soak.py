@@ -39,11 +39,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.common import device_name, environment, free_port, slug
+from benchmarks.common import device_name, environment, slug
 from proto import corrector_pb2, corrector_pb2_grpc
 from runtime.config import ServeConfig
 from runtime.corrector import correct_texts, load_corrector
 from runtime.errors import UserError
+from runtime.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH = 0.05

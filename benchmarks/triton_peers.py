@@ -38,12 +38,13 @@ from pathlib import Path
 import grpc
 
 from benchmarks import server
-from benchmarks.common import BenchContext, device_name, environment, free_port
+from benchmarks.common import BenchContext, device_name, environment
 from benchmarks.loadgen import measure_until_stable
 from benchmarks.server import ROOT, ServerProcess, decoding_label, start_ours
 from proto import kserve_pb2_grpc
 from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
+from runtime.net import free_port
 
 NAME = "peers"
 CONTENDERS = ("ours", "pytriton")

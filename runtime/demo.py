@@ -11,13 +11,13 @@ import argparse
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from runtime.errors import UserError
+from runtime.net import free_port
 from runtime.text import ScoreBoard, cer
 
 
@@ -37,12 +37,6 @@ def _sample(data: Path, count: int, seed: int) -> list[dict]:
     if not damaged:
         raise UserError(f"{path} has no damaged rows to show")
     return random.Random(seed).sample(damaged, min(count, len(damaged)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_serving(client, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -67,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.artifact / "manifest.json").is_file():
         raise UserError(f"no artifact at {args.artifact}: run `make export` first")
     rows = _sample(args.data, args.rows, args.seed)
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",

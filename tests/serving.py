@@ -1,18 +1,11 @@
 """A real server on a loopback port, run in-process on its own event loop thread."""
 
 import asyncio
-import socket
 import threading
 import time
 
 from runtime.config import ServeConfig
 from runtime.server import Server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:

@@ -28,6 +28,7 @@ import yaml
 
 from runtime.cli import VERBS
 from runtime.config import ENV_PREFIX, ServeConfig
+from runtime.net import free_port
 
 # The images run Python 3.12; the requirement program in both Dockerfiles needs tomllib (3.11+).
 tomllib = pytest.importorskip("tomllib", reason="the deployment checks need Python 3.11+")
@@ -851,11 +852,3 @@ def test_serve_extra_installs_torch_free_and_serves(artifact, tmp_path) -> None:
         if server.poll() is None:
             server.kill()
             server.communicate()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -13,11 +13,12 @@ import urllib.request
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from serving import Running, config, free_port
+from serving import Running, config
 from tiny import corrupt
 
 from runtime import server as server_module
 from runtime.client import AsyncClient, Client
+from runtime.net import free_port
 from runtime.text import apply_spans
 from tests.conftest import KHMER_SENTENCES
 

@@ -4,7 +4,6 @@ global batch, and the whole loop with an exact resume."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from test_train import config, pairs, train_losses, write
 from torch.nn.parallel import DistributedDataParallel
 
+from runtime.net import free_port
 from runtime.text import Vocab
 from training import checkpoint
 from training.models import build_model
@@ -22,12 +22,6 @@ from training.train import Example, Objective, collate, connect, global_share, t
 
 WORLD = 2
 VOCAB = Vocab.default()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def join_as(rank: int, port: int) -> None:
