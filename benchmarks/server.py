@@ -39,13 +39,12 @@ from benchmarks.loadgen import ClosedLoop, OpenLoop, Sender, Window, summarize
 from proto import kserve_pb2, kserve_pb2_grpc
 from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
+from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME, pack_bytes, unpack_bytes
 from runtime.net import free_port
-from runtime.server import pack_bytes, unpack_bytes
 
 NAME = "server"
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ServeConfig.model_name  # the KServe v2 model name both our server and the peer use
-INPUT, OUTPUT = "TEXT", "CORRECTED"
 SERVERS = {"batching": 32, "no_batching": 1}  # name -> max_batch_size
 LABELS = {"batching": "batching on (max batch 32)", "no_batching": "batching off (max batch 1)"}
 TARGET_CONCURRENCY = 32
@@ -230,9 +229,9 @@ def kserve_sender(stub: kserve_pb2_grpc.GRPCInferenceServiceStub) -> Sender:
     """One text per ModelInfer request, shaped [1, 1] (a batch of one: what Triton expects of a
     batching model, and what our server reads as one text)."""
     tensor = kserve_pb2.ModelInferRequest.InferInputTensor(
-        name=INPUT, datatype="BYTES", shape=[1, 1]
+        name=INPUT_NAME, datatype="BYTES", shape=[1, 1]
     )
-    wanted = [kserve_pb2.ModelInferRequest.InferRequestedOutputTensor(name=OUTPUT)]
+    wanted = [kserve_pb2.ModelInferRequest.InferRequestedOutputTensor(name=OUTPUT_NAME)]
 
     async def send(text: str) -> tuple[str, list[str]]:
         request = kserve_pb2.ModelInferRequest(

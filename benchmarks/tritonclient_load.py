@@ -24,22 +24,23 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from benchmarks.loadgen import measure_until_stable
+from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME
 
-MODEL, INPUT, OUTPUT = "khmer-correct", "TEXT", "CORRECTED"
+MODEL = "khmer-correct"
 
 
 async def measure(args: argparse.Namespace, texts: list[str]) -> dict:
     client = InferenceServerClient(args.target)
-    wanted = [InferRequestedOutput(OUTPUT)]
+    wanted = [InferRequestedOutput(OUTPUT_NAME)]
 
     async def send(text: str) -> tuple[str, list[str]]:
-        tensor = InferInput(INPUT, [1, 1], "BYTES")
+        tensor = InferInput(INPUT_NAME, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
         try:
             result = await client.infer(MODEL, [tensor], outputs=wanted)
         except InferenceServerException as exc:
             return (exc.status() or "UNKNOWN").removeprefix("StatusCode."), []
-        return "OK", [b.decode() for b in result.as_numpy(OUTPUT).reshape(-1)]
+        return "OK", [b.decode() for b in result.as_numpy(OUTPUT_NAME).reshape(-1)]
 
     try:
         return await measure_until_stable(

@@ -26,6 +26,7 @@ from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.batcher import BatcherConfig, DeadlineExceeded, DynamicBatcher, QueueFull
 from runtime.config import ServeConfig
 from runtime.corrector import Corrector, load_corrector
+from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME, MalformedTensor, pack_bytes, unpack_bytes
 from runtime.metrics import Metrics
 from runtime.pipeline import Correction
 from runtime.security import BearerTokenCheck, read_token, server_credentials
@@ -35,8 +36,6 @@ log = logging.getLogger("kmcorrect.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-INPUT_NAME = "TEXT"
-OUTPUT_NAME = "CORRECTED"
 _MODES = {corrector_pb2.MODE_SUBSTITUTION: "substitution"}
 _DECODINGS = {
     corrector_pb2.DECODING_GREEDY: "greedy",
@@ -69,7 +68,7 @@ class BadRequest(ValueError):
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     """(status code, message, metrics failure reason) for an error raised while answering."""
-    if isinstance(exc, TextTooLong | BadRequest):
+    if isinstance(exc, TextTooLong | BadRequest | MalformedTensor):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid_argument"
     if isinstance(exc, QueueFull):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "queue_full"
@@ -330,25 +329,6 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
             )
 
         return await self.rt.answer(context, len(texts) or 1, work)
-
-
-def pack_bytes(elements: list[bytes]) -> bytes:
-    """The KServe v2 raw form of a BYTES tensor: each element behind its 4-byte LE length."""
-    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
-
-
-def unpack_bytes(raw: bytes) -> list[bytes]:
-    elements, position = [], 0
-    while position < len(raw):
-        if position + 4 > len(raw):
-            raise BadRequest("raw BYTES tensor is truncated (length prefix cut short)")
-        size = int.from_bytes(raw[position : position + 4], "little")
-        position += 4
-        if position + size > len(raw):
-            raise BadRequest("raw BYTES tensor is truncated (element shorter than its length)")
-        elements.append(raw[position : position + size])
-        position += size
-    return elements
 
 
 def _input_texts(request: kserve_pb2.ModelInferRequest) -> list[str]:

@@ -19,8 +19,8 @@ from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.cli import main
 from runtime.client import AsyncClient, Client
 from runtime.corrector import correct_texts, load_corrector
+from runtime.kserve_codec import pack_bytes, unpack_bytes
 from runtime.pipeline import prepare
-from runtime.server import pack_bytes
 from runtime.text import apply_spans, normalize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,7 +207,7 @@ def test_kserve_parameter_types_on_our_stub(running, corrector, texts):
 
         def infer(parameter):
             response = stub.ModelInfer(_infer_request(texts, parameter), timeout=60)
-            return [e.decode() for e in _unpack(response.raw_output_contents[0])]
+            return [e.decode() for e in unpack_bytes(response.raw_output_contents[0])]
 
         assert infer(kserve_pb2.InferParameter(double_param=1.0)) == local(corrector, texts, 1.0)
         assert infer(None) == local(corrector, texts)
@@ -223,12 +223,6 @@ def test_kserve_parameter_types_on_our_stub(running, corrector, texts):
                 infer(bad)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
             assert "min_confidence" in error.value.details()
-
-
-def _unpack(raw: bytes) -> list[bytes]:
-    from runtime.server import unpack_bytes
-
-    return unpack_bytes(raw)
 
 
 def test_domain_stub_without_options_uses_the_calibrated_gate(running, corrector, texts):

@@ -27,6 +27,7 @@ from runtime import healthcheck
 from runtime.client import AsyncClient, Client
 from runtime.config import ENV_PREFIX, ServeConfig
 from runtime.errors import UserError
+from runtime.kserve_codec import unpack_bytes
 from runtime.security import channel_credentials, read_token, server_credentials
 from tests.conftest import KHMER_SENTENCES
 
@@ -204,12 +205,7 @@ def _infer(channel, metadata):
     response = kserve_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
         request, metadata=metadata, timeout=30
     )
-    raw, texts = response.raw_output_contents[0], []
-    while raw:
-        size = int.from_bytes(raw[:4], "little")
-        texts.append(raw[4 : 4 + size].decode())
-        raw = raw[4 + size :]
-    return texts
+    return [e.decode() for e in unpack_bytes(response.raw_output_contents[0])]
 
 
 def test_mutual_tls_needs_a_client_certificate_from_its_ca(mtls_server, certs):
