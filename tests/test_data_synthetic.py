@@ -20,7 +20,8 @@ from training.data.synthetic import (
     source_name,
 )
 
-# (clean, damaged as an extractor returns it), one pair per kind of damage in DESIGN.md.
+# (clean, damaged as an extractor returns it), one pair per kind of damage that docs/design.md
+# lists under "The problem, measured".
 DAMAGE = {
     "space inside a cluster": ("រាជធានីភ្នំពេញ គឺជាទីក្រុង។", "រាជធានីភ្នំពេ ញ គឺជាទីក្រ ុង។"),
     "subscript moved": ("គាត់ថែរក្សាខ្លួនឯង។", "គាត់ថែរក្សាខួន ្លឯង។"),

@@ -31,7 +31,7 @@ def _one_thread():
 
 
 def damage(text: str, kind: int) -> str:
-    """Simple versions of what PDF extraction does to Khmer (see DESIGN.md)."""
+    """Simple versions of PDF extraction's damage (docs/design.md, "The problem, measured")."""
     middle = len(text) // 2
     if kind == 0:  # a space inside a word
         return text[:middle] + " " + text[middle:]

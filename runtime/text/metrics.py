@@ -1,4 +1,4 @@
-"""Evaluation metrics, as DESIGN.md "Metrics" defines them; train, eval and bench all use these.
+"""Evaluation metrics, as docs/design.md "Metrics" defines them; train, eval and bench use these.
 
 Every metric compares `normalize(...)`d text (NFC, no ZWSP, whitespace runs as one space), so
 nothing is counted that normalization would undo anyway.
