@@ -1,6 +1,6 @@
 # Thin wrappers over `kmcorrect`; knobs are variables: make data CORPUS=path/to/corpus.txt
 PYTHON    ?= python3
-KMCORRECT ?= $(PYTHON) -m runtime.cli
+KMCORRECT ?= $(PYTHON) -m kmcorrect
 CORPUS    ?=
 NAME      ?= $(if $(CORPUS),$(basename $(notdir $(CORPUS))),default)
 SEED      ?= 0
@@ -54,19 +54,19 @@ train:  ## train $(MODEL) on $(DATA) into $(RUN) (MINUTES= time budget)
 	$(KMCORRECT) train --model $(MODEL) --data $(DATA) --run-dir $(RUN) $(if $(MINUTES),--max-minutes $(MINUTES))
 
 eval:  ## score $(RUN) on the test split of $(DATA): report.md/.json/.html
-	$(KMCORRECT) eval --model $(RUN) --data $(DATA)
+	$(KMCORRECT) eval --run-dir $(RUN) --data $(DATA)
 
 export:  ## verified ONNX artifact (+opt/int8/fp16) of $(RUN) into artifacts/ (FORCE=1, TENSORRT=1)
-	$(KMCORRECT) export --model $(RUN) --data $(DATA) $(if $(FORCE),--force) $(if $(TENSORRT),--tensorrt)
+	$(KMCORRECT) export --run-dir $(RUN) --data $(DATA) $(if $(FORCE),--force) $(if $(TENSORRT),--tensorrt)
 
 serve:  ## serve $(ARTIFACT) over gRPC on $(PORT) until Ctrl-C / SIGTERM
 	$(KMCORRECT) serve --artifact $(ARTIFACT) --port $(PORT) --device $(DEVICE)
 
 correct:  ## correct INPUT (or stdin) with $(ARTIFACT), one line out per line in
-	$(KMCORRECT) correct --model $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
+	$(KMCORRECT) correct --artifact $(ARTIFACT) $(if $(INPUT),--input $(INPUT))
 
 bench:  ## benchmark suites [SUITE=engines,decoding,server,peers] [FULL=1] [HYBRID=artifact] [CHAR_TRANSFORMER=run]
-	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA) --model $(RUN) --device $(DEVICE) \
+	$(KMCORRECT) bench --artifact $(ARTIFACT) --data $(DATA) --run-dir $(RUN) --device $(DEVICE) \
 		$(if $(SUITE),--suite $(SUITE)) $(if $(FULL),--full) \
 		$(if $(HYBRID),--hybrid $(HYBRID)) $(if $(CHAR_TRANSFORMER),--char-transformer $(CHAR_TRANSFORMER))
 
@@ -92,4 +92,4 @@ $(RUN)/checkpoints/best.json: $(DATA)/test.jsonl
 # The demo serves the optimized fp32 graphs; `make export` adds the int8 and fp16 variants,
 # whose CER change against fp32 is held to a bound a 10-minute CPU model may not meet.
 $(ARTIFACT)/manifest.json: $(RUN)/checkpoints/best.json
-	$(KMCORRECT) export --model $(RUN) --data $(DATA) --out $(ARTIFACT) --variants fp32,opt --force
+	$(KMCORRECT) export --run-dir $(RUN) --data $(DATA) --out $(ARTIFACT) --variants fp32,opt --force

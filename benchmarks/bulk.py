@@ -6,7 +6,7 @@
 The first ``--lines`` inputs of ``--data``'s test.jsonl (cycled if short) are written as
 ``--files`` text files; then, one after the other in this run:
 
-- one process: `kmcorrect correct`'s call path (one Corrector, `correct_texts` per file), with
+- one process: `kmcorrect correct`'s call path (one Corrector, `Corrector.correct` per file), with
   onnxruntime's own thread count, and again with one thread;
 - local mode: `bulk` with ``--workers`` processes of one thread each;
 - Ray local: the same on a local Ray with as many actors, Ray started beforehand and its
@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from runtime.bulk import Settings, bulk
-from runtime.config import ServeConfig
-from runtime.corrector import correct_texts, load_corrector
+from runtime.corrector import Corrector
 
 
 def _inputs(data: Path, lines: int, files: int, folder: Path) -> list[Path]:
@@ -50,11 +49,11 @@ def _inputs(data: Path, lines: int, files: int, folder: Path) -> list[Path]:
 def _one_process(artifact: Path, paths: list[Path], threads: int) -> tuple[float, list[str]]:
     """`kmcorrect correct --input FILE` for every file, in one process."""
     started = time.perf_counter()
-    corrector = load_corrector(ServeConfig(artifact=str(artifact), threads=threads))
+    corrector = Corrector.load(artifact, threads=threads)
     outputs = []
     for path in paths:
         lines = path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
-        fixed = [c.text for c in correct_texts(corrector, lines)]
+        fixed = [c.text for c in corrector.correct(lines)]
         outputs.append("".join(line + "\n" for line in fixed))
     return time.perf_counter() - started, outputs
 
@@ -67,7 +66,9 @@ def _bulk(paths: list[Path], out: Path, settings: Settings, workers: int, ray: s
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bulk", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bulk", description=__doc__, allow_abbrev=False
+    )
     parser.add_argument("--artifact", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="its test.jsonl gives the lines")
     parser.add_argument("--lines", type=int, default=2000)

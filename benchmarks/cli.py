@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", required=True, help="exported artifact directory")
     p.add_argument("--data", required=True, help="data directory with test.jsonl")
     p.add_argument(
-        "--model", default=None, help="run directory (or checkpoint) for torch and CTranslate2"
+        "--run-dir", default=None, help="run directory (or checkpoint) for torch and CTranslate2"
     )
     p.add_argument(
         "--hybrid",
@@ -93,8 +93,8 @@ def check_args(args: argparse.Namespace) -> None:
     load_artifact(args.artifact)  # a UserError naming what is wrong with it
     if not (Path(args.data) / "test.jsonl").is_file():
         raise UserError(f"--data {args.data}: no test.jsonl there (make one with `kmcorrect data`)")
-    if args.model is not None and not Path(args.model).exists():
-        raise UserError(f"--model {args.model}: no such run directory or checkpoint")
+    if args.run_dir is not None and not Path(args.run_dir).exists():
+        raise UserError(f"--run-dir {args.run_dir}: no such run directory or checkpoint")
     if args.hybrid is not None and not Path(args.hybrid).exists():
         raise UserError(f"--hybrid {args.hybrid}: no such artifact directory")
     if args.char_transformer is not None and not Path(args.char_transformer).exists():
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = BenchContext(
         artifact=Path(args.artifact),
         data=Path(args.data),
-        model=Path(args.model) if args.model else None,
+        model=Path(args.run_dir) if args.run_dir else None,
         hybrid=Path(args.hybrid) if args.hybrid else None,
         char_transformer=Path(args.char_transformer) if args.char_transformer else None,
         quick=args.quick,

@@ -38,7 +38,7 @@ NOT_RUN = (
     "(make train MODEL=char_transformer; then --char-transformer RUN_DIR, or --artifact of "
     "its export)"
 )
-# Converted models (and artifacts exported for a --model that has none) are kept here, by the
+# Converted models (and artifacts exported for a --run-dir that has none) are kept here, by the
 # checkpoint's sha256, so that a second bench run reuses them.
 CACHE = Path(tempfile.gettempdir()) / "khmer-correct" / "ctranslate2"
 CONVERTER_VERSION = 1  # part of the cache key: bump it when the mapping below changes
@@ -210,7 +210,7 @@ def _sources(ctx: BenchContext) -> tuple[Path, dict, Artifact] | str:
     if artifact.model_name == "char_transformer":
         return (
             f"not run: the checkpoint of {ctx.artifact} "
-            f"({artifact.manifest['checkpoint'].get('path')}) is not here; pass it as --model"
+            f"({artifact.manifest['checkpoint'].get('path')}) is not here; pass it as --run-dir"
         )
     return NOT_RUN
 

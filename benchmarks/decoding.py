@@ -6,7 +6,7 @@
 
 Both decoders get the same model pieces: each test row goes through `runtime.pipeline.prepare`
 with the artifact's max_src_len, as the server would chunk it. Pieces are batched within their
-channel (shortest first, as `runtime.corrector.correct_texts` does), each batch is decoded by
+channel (shortest first, as `Corrector.correct` does), each batch is decoded by
 both decoders back to back, in alternating order, and the whole set is repeated; times are
 medians over repeats with their min–max. The identity check compares every row's output ids.
 It is also the `decoding` suite of `kmcorrect bench` (`run(ctx)`, `markdown`, `plots` at the
@@ -310,10 +310,10 @@ def make_engine(args: argparse.Namespace, artifact) -> tuple[object, list[str]]:
 
     from training.torch_engine import TorchEngine
 
-    if not args.model:
-        raise SystemExit("--engine torch needs --model (a run directory or checkpoint)")
+    if not args.run_dir:
+        raise SystemExit("--engine torch needs --run-dir (a run directory or checkpoint)")
     torch.set_num_threads(args.threads)
-    engine = TorchEngine.from_checkpoint(args.model, "cuda" if args.device == "cuda" else "cpu")
+    engine = TorchEngine.from_checkpoint(args.run_dir, "cuda" if args.device == "cuda" else "cpu")
     return engine, ["CUDAExecutionProvider" if args.device == "cuda" else "torch-cpu"]
 
 
@@ -427,7 +427,7 @@ def measure(args: argparse.Namespace) -> dict:
             "data": str(args.data),
             "variant": args.variant,
             "engine": args.engine,
-            "checkpoint": args.model if args.engine == "torch" else None,
+            "checkpoint": args.run_dir if args.engine == "torch" else None,
             "execution_provider": providers[0],
             "threads": args.threads,
             "batch_size": args.batch_size,
@@ -602,10 +602,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--engine",
         default="onnx",
         choices=["onnx", "torch"],
-        help="onnxruntime on the artifact, or torch on --model (vocab and limits still come "
+        help="onnxruntime on the artifact, or torch on --run-dir (vocab and limits still come "
         "from the artifact)",
     )
-    p.add_argument("--model", default=None, help="checkpoint for --engine torch")
+    p.add_argument("--run-dir", default=None, help="run directory or checkpoint for --engine torch")
     p.add_argument(
         "--oracle",
         action="store_true",
@@ -635,7 +635,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.decoding", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.decoding",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
     )
     add_arguments(p)
     args = p.parse_args(argv)

@@ -27,7 +27,7 @@ from benchmarks.common import BenchContext, device_name, environment, spread
 from benchmarks.ctranslate2_peer import _converted, _record, greedy, tokens_of
 from benchmarks.engines import _gflops, _gpu_present, graph_matmul_flops, make_lines, measure_peak
 from runtime.artifact import Artifact, load_artifact
-from runtime.corrector import Corrector, ModelInfo, correct_texts
+from runtime.corrector import Corrector, ModelInfo
 from runtime.decoding import output_limits
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
@@ -62,7 +62,7 @@ FULL = Grid((1, 32), (64, 256), lines=256, repeats=5, peak_size=4096)
 @dataclass
 class Contender:
     """One way to correct model pieces. `model` has the Corrector's `vocab`, `max_src_len` and
-    `run_batch(jobs)`; `reference` is the Corrector whose `correct_texts` gives what the service
+    `run_batch(jobs)`; `reference` is the Corrector whose `correct` gives what the service
     answers for a line (the contender's own, except for CTranslate2: our torch Corrector on the
     same checkpoint); `timer` adds up an editor's seconds inside its graph."""
 
@@ -194,7 +194,7 @@ def make_contenders(ctx: BenchContext, artifact: Artifact) -> list[Contender]:
 class Group:
     """Lines handed over together, as one contender's service takes them: their model pieces
     as jobs (in line order), corrected shortest first in batches of at most the batch size of
-    job indexes, as `runtime.corrector.correct_texts` batches them."""
+    job indexes, as `Corrector.correct` batches them."""
 
     prepared: list[Prepared]
     jobs: list[Job]
@@ -343,7 +343,7 @@ def run(
         chosen = make_lines(Path(ctx.data) / "test.jsonl", length, lines, ctx.seed)
         # What each contender's service answers for these lines (untimed).
         service = {
-            c.name: [a.text for a in correct_texts(c.reference, chosen, decoding="greedy")]
+            c.name: [a.text for a in c.reference.correct(chosen, decoding="greedy")]
             for c in running
         }
         for batch_size in batch_sizes:
@@ -533,7 +533,8 @@ def markdown(section: dict) -> str:
         "× CTranslate2: its seconds / the contender's, per repeat. Latency: from handing a group "
         "of lines over to having all of them corrected (at batch 1, one line's). ≠ service: "
         "lines whose answer here differs from what that contender's service answers for them "
-        "(`correct_texts`; for CTranslate2 our torch Corrector, greedy, on the same checkpoint).",
+        "(`Corrector.correct`; for CTranslate2 our torch Corrector, greedy, on the same "
+        "checkpoint).",
         "",
         "| length | batch | contender | pieces | chars/s | × CTranslate2 | latency ms "
         "| ≠ service |",

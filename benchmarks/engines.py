@@ -89,7 +89,7 @@ def make_lines(path: Path, length: int, count: int, seed: int) -> list[str]:
 @dataclass
 class Group:
     """Lines submitted together: their model pieces, shortest first, in decoder batches of at
-    most `batch_size` pieces (as `runtime.corrector.correct_texts` batches them)."""
+    most `batch_size` pieces (as `Corrector.correct` batches them)."""
 
     chars: int  # characters of the lines
     batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # ids, mask, output limits
@@ -144,12 +144,12 @@ def _start(name: str, label: str, device: str, build) -> Contender:
 def make_contenders(ctx: BenchContext, artifact: Artifact) -> list[Contender]:
     """torch eager (the baseline) on ctx.device, onnxruntime fp32 and int8 on the CPU, and with
     --device cuda onnxruntime CUDA (fp32) and the artifact's native TensorRT plans. A variant
-    the artifact lacks, a missing --model or a missing GPU is a contender that says so."""
+    the artifact lacks, a missing --run-dir or a missing GPU is a contender that says so."""
     torch_device = "cuda" if ctx.device == "cuda" else "cpu"
 
     def torch_engine():
         if ctx.model is None:
-            raise UserError("no --model (the run directory the artifact was exported from)")
+            raise UserError("no --run-dir (the run directory the artifact was exported from)")
         import torch
 
         from training.torch_engine import TorchEngine

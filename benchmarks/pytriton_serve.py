@@ -1,4 +1,4 @@
-"""The PyTriton peer: the runtime's own batch path (`runtime.corrector.correct_texts` on the
+"""The PyTriton peer: the runtime's own batch path (`runtime.corrector.Corrector.correct` on the
 artifact's onnxruntime engine) behind Triton's dynamic batcher, served over KServe v2 gRPC by
 the tritonserver that nvidia-pytriton bundles. Started by benchmarks/triton_peers.py in its
 numpy < 2 environment (see `triton_peers.pytriton_python`); stops on SIGINT or SIGTERM.
@@ -7,7 +7,7 @@ numpy < 2 environment (see `triton_peers.pytriton_python`); stops on SIGINT or S
 
 The model is `khmer-correct` with a BYTES input `TEXT` and output `CORRECTED` of shape
 [batch, 1], as our server answers them; each Triton batch of texts goes through
-`correct_texts` whole, which cuts it into the same model pieces as `kmcorrect serve` and
+`Corrector.correct` whole, which cuts it into the same model pieces as `kmcorrect serve` and
 decodes them `--max-batch-size` at a time, shortest first.
 """
 
@@ -23,7 +23,7 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from runtime.config import ServeConfig
-from runtime.corrector import correct_texts, load_corrector
+from runtime.server import load_corrector
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     @batch
     def infer(TEXT: np.ndarray) -> dict[str, np.ndarray]:  # named after the input tensor
         texts = [row[0].decode("utf-8") for row in TEXT]
-        corrections = correct_texts(
-            corrector, texts, decoding=args.decoding, batch_size=args.max_batch_size
+        corrections = corrector.correct(
+            texts, decoding=args.decoding, batch_size=args.max_batch_size
         )
         return {"CORRECTED": np.array([[c.text.encode()] for c in corrections], dtype=np.object_)}
 

@@ -4,7 +4,7 @@ function, and the real Triton client as an independent load source against our s
     python -m benchmarks.triton_peers --artifact artifacts/editor-default --data data/default
 
 a. PyTriton. `kmcorrect serve` (max batch 32) and benchmarks/pytriton_serve.py (Triton's
-   dynamic batcher, max batch 32, the same queue delay, in front of `correct_texts` on the same
+   dynamic batcher, max batch 32, the same queue delay, in front of `Corrector.correct` on the same
    artifact, graph, decoding and threads) run at once as subprocesses; our KServe v2 load
    generator (benchmarks/server.py) drives both with the same texts in interleaved windows, at
    each concurrency. First both answer the same texts at low load and the answers are compared.
@@ -527,7 +527,7 @@ def markdown(section: dict) -> str:
         lines.append(f"Not run: {pt['not_run']}.")
     else:
         lines += [
-            f"PyTriton serves `runtime.corrector.correct_texts` from {pt['environment']}; the "
+            f"PyTriton serves `Corrector.correct` from {pt['environment']}; the "
             "same load generator drives both servers with the same texts, in interleaved "
             f"windows ({c['window_s']:g} s and at least max({c['min_answers']}, concurrency) "
             f"requests, at most {c['max_window_s']:g} s), {c['repeats']} repeat(s). Medians "

@@ -14,7 +14,7 @@ from runtime.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ExportConfig()
     parser.add_argument(
-        "--model",
+        "--run-dir",
         type=Path,
         default=Path("runs/editor-default"),
         help="run directory or checkpoint file (default: runs/editor-default, best checkpoint)",
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         require_tensorrt()  # before minutes of export, not after
         if args.tensorrt_from not in variants:
             raise UserError(f"--tensorrt-from {args.tensorrt_from} needs that variant exported")
-    out = args.out or Path("artifacts") / _run_name(args.model)
-    artifact = export_artifact(args.model, out, config, data=args.data, force=args.force)
+    out = args.out or Path("artifacts") / _run_name(args.run_dir)
+    artifact = export_artifact(args.run_dir, out, config, data=args.data, force=args.force)
     report = artifact.manifest["verification"]
     print(f"wrote {out} ({', '.join(sorted(artifact.manifest['files']))})")
     print(f"verified on {report['rows']} inputs ({report['inputs']}):")

@@ -8,9 +8,9 @@ batched by length:
   The decoder reads ``[bos] + source`` (the draft aggressive decoding verifies) in calls of up
   to ``max_n`` tokens over a growing cache: past_len 0 and > 0, n = 1 and n > 1, at lengths
   never seen while tracing;
-* greedy decoding: ``runtime.decoding.greedy_decode`` on the artifact against torch's
-  ``greedy_decode`` on the checkpoint, row by row; for the editor, its one pass collapsed by
-  ``runtime.editing`` (ungated) on both sides;
+* greedy decoding: ``runtime.decoding.greedy_decode`` on the artifact against the same
+  decoder on the checkpoint's `TorchEngine`, row by row; for the editor, its one pass
+  collapsed by ``runtime.editing`` (ungated) on both sides;
 * for int8 and fp16, the CER change their greedy outputs cause: against the references when
   the inputs come with them (CER of the variant minus CER of fp32), else against the fp32
   outputs taken as the reference.
@@ -42,8 +42,8 @@ from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from runtime.text import ScoreBoard, Vocab, normalize
 from training.data.rows import read_rows
-from training.models import Editor, edit
-from training.models import greedy_decode as torch_greedy_decode
+from training.models import Editor
+from training.torch_engine import TorchEngine
 
 EXACT = ("fp32", "opt")  # held to max_logit_diff and identical greedy output
 CANNOT_RUN = (ort_state.Fail, ort_state.NotImplemented, ort_state.InvalidGraph)
@@ -178,8 +178,8 @@ def _measure(
     probe: Probe,
     config: ExportConfig,
 ) -> tuple[list, dict[str, VariantRun], dict[str, str]]:
-    """Torch's greedy outputs, each variant's run, and why the variants that cannot run here
-    did not."""
+    """The checkpoint's outputs (in torch), each variant's run, and why the variants that
+    cannot run here did not."""
     runs, skipped = {}, {}
     for variant in artifact.variants:
         try:
@@ -188,10 +188,10 @@ def _measure(
             if variant in EXACT:
                 raise
             skipped[variant] = _reason(exc)
-    reference = [None] * len(probe.ids)
+    reference, torch_engine = [None] * len(probe.ids), TorchEngine(model)
     for batch in _batches(probe.ids, config.verify_batch):
         cases = _cases(wrappers, batch, config)
-        _place(reference, batch, _torch_outputs(model, batch, config))
+        _place(reference, batch, _outputs(model, torch_engine, batch, config))
         for variant, run in list(runs.items()):
             started = time.perf_counter()
             try:
@@ -203,7 +203,7 @@ def _measure(
                         if w.dtype.kind == "f"
                     )
                     run.diffs[graph] = max(run.diffs.get(graph, 0.0), worst)
-                decoded = _engine_outputs(model, run.engine, batch, config)
+                decoded = _outputs(model, run.engine, batch, config)
             except CANNOT_RUN as exc:
                 if variant in EXACT:
                     raise
@@ -215,19 +215,10 @@ def _measure(
     return reference, runs, skipped
 
 
-def _torch_outputs(model: nn.Module, batch: Batch, config: ExportConfig) -> list[list[int]]:
-    """The checkpoint's output ids: the editor's one pass through the runtime's collapse, or
-    greedy decoding."""
-    ids, mask = torch.from_numpy(batch.ids), torch.from_numpy(batch.mask)
-    if isinstance(model, Editor):
-        return [e.ids for e in edit(model, ids, mask)]
-    return torch_greedy_decode(model, ids, mask, config.max_tgt_len)
-
-
-def _engine_outputs(
-    model: nn.Module, engine: OnnxEngine, batch: Batch, config: ExportConfig
-) -> list[list[int]]:
-    """The artifact's output ids, decoded as serving decodes them (ungated)."""
+def _outputs(model: nn.Module, engine, batch: Batch, config: ExportConfig) -> list[list[int]]:
+    """Output ids from ``engine`` (the checkpoint's `TorchEngine` or the artifact's), decoded
+    as serving decodes them: the editor's one pass through the runtime's collapse (ungated),
+    or greedy decoding. One decoder for both sides, so parity compares engines only."""
     if isinstance(model, Editor):
         labels, probs = engine.edit(batch.ids, batch.mask)
         c = model.config

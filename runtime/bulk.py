@@ -8,7 +8,7 @@ a process pool (`run_local`); with Ray the same two functions become a Ray Data 
 driver writes. Rows are plain strings and ints, so the two executors carry the same bytes.
 
 A chunk is corrected exactly as `kmcorrect correct` corrects a file (form feeds kept out of the
-model, `correct_texts` with the same options), so a document's output is the same, byte for
+model, `Corrector.correct` with the same options), so a document's output is the same, byte for
 byte, whichever way it ran. Every output is written under a temporary name and renamed, text
 last: a killed run leaves whole files or none, and a rerun skips documents whose text exists.
 """
@@ -158,17 +158,14 @@ class ChunkCorrector:
     local pool, or an actor of Ray's pool, which calls it with a batch of rows)."""
 
     def __init__(self, settings: Settings) -> None:
-        from runtime.config import ServeConfig
-        from runtime.corrector import load_corrector
+        from runtime.corrector import Corrector
 
         self.settings = settings
-        self.corrector = load_corrector(
-            ServeConfig(
-                artifact=settings.artifact,
-                variant=settings.variant,
-                device=settings.device,
-                threads=settings.threads,
-            )
+        self.corrector = Corrector.load(
+            settings.artifact,
+            variant=settings.variant,
+            device=settings.device,
+            threads=settings.threads or None,
         )
 
     def correct(self, row: dict) -> dict:
@@ -194,14 +191,11 @@ class ChunkCorrector:
         }
 
     def _correct_lines(self, lines: list[str], first: int) -> tuple[list[str], list[str], int]:
-        from runtime.corrector import correct_texts
-
         # As `kmcorrect correct` does: form feeds (page breaks) stay out of the model.
         pages = [line.split("\f") for line in lines]
         flat = [part for parts in pages for part in parts]
         corrections = iter(
-            correct_texts(
-                self.corrector,
+            self.corrector.correct(
                 flat,
                 min_confidence=self.settings.min_confidence,
                 batch_size=self.settings.batch_size,

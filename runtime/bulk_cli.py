@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument(
-        "--model",
+        "--artifact",
         type=Path,
         default=Path("artifacts/editor-default"),
         help="an exported artifact directory (default: %(default)s)",
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 0:
         raise UserError("--threads must not be negative")
     settings = Settings(
-        artifact=str(args.model),
+        artifact=str(args.artifact),
         variant=args.variant,
         device=args.device,
         threads=args.threads,

@@ -1,6 +1,6 @@
 """`kmcorrect correct`: UTF-8 lines in, exactly one corrected line out per line.
 
-The model runs in this process (`--model` an exported artifact, served by onnxruntime) or in
+The model runs in this process (`--artifact`, an exported artifact, in onnxruntime) or in
 a running service (`--server host:port`, with `--tls` or `--tls-ca`, `--tls-cert`/`--tls-key`
 and `--token-file` for one with TLS, mutual TLS or a bearer token). `--pdf FILE` extracts the
 PDF's text with pdftotext and corrects it page by page, pages separated by form feeds as
@@ -18,6 +18,8 @@ from pathlib import Path
 
 from runtime.errors import UserError
 
+DEFAULT_ARTIFACT = Path("artifacts/editor-default")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
@@ -25,10 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--pdf", type=Path, help="a PDF: extract with pdftotext, correct")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--model",
+        "--artifact",
         type=Path,
-        default=Path("artifacts/editor-default"),
-        help="an exported artifact directory (default: %(default)s)",
+        help=f"an exported artifact directory (default: {DEFAULT_ARTIFACT})",
     )
     where.add_argument("--server", help="host:port of a running `kmcorrect serve`")
     secure = parser.add_argument_group("with --server: TLS and the bearer token")
@@ -80,59 +81,36 @@ def _pdf_text(path: Path) -> str:
     return done.stdout.decode("utf-8", errors="replace")
 
 
-def _correct_local(args: argparse.Namespace, lines: list[str]) -> list[str]:
-    from runtime.config import ServeConfig
-    from runtime.corrector import correct_texts, load_corrector
-
+def _correct_local(args: argparse.Namespace, lines: list[str], corrector) -> list[str]:
     # Form feeds (PDF page breaks) are kept out of the model and put back around each page.
     pages = [line.split("\f") for line in lines]
     flat = [part for parts in pages for part in parts]
-    if (args.model / "manifest.json").is_file():
-        corrector = load_corrector(ServeConfig(artifact=str(args.model), variant=args.variant))
-        corrections = correct_texts(
-            corrector,
-            flat,
-            mode=args.mode,
-            decoding=args.decoding,
-            min_confidence=args.min_confidence,
-            batch_size=args.batch_size,
-        )
-        fixed = iter([c.text for c in corrections])
-    elif (args.model / "checkpoints").is_dir():
-        fixed = iter(_correct_with_torch(args, flat))
-    else:
-        raise UserError(
-            f"{args.model} is neither an exported artifact (manifest.json) nor a run directory "
-            "(checkpoints/): run `make train` / `make export`, or pass --server"
-        )
+    corrections = corrector.correct(
+        flat,
+        mode=args.mode,
+        decoding=args.decoding,
+        min_confidence=args.min_confidence,
+        batch_size=args.batch_size,
+    )
+    fixed = iter([c.text for c in corrections])
     return ["\f".join(next(fixed) for _ in parts) for parts in pages]
 
 
-def _correct_with_torch(args: argparse.Namespace, texts: list[str]) -> list[str]:
-    """A run directory's best checkpoint, in torch: for development, before export."""
-    try:
-        from training.checkpoint import load
-        from training.evaluate import correct_texts
-    except ImportError as exc:
-        raise UserError(
-            f"correcting with a run directory needs torch ({exc.name} is missing): "
-            "pip install 'khmer-correct[train]', or export it and pass the artifact"
-        ) from None
-    checkpoint = load(args.model)
-    if checkpoint.model_name == "editor":
-        # The serving Corrector over the checkpoint: its one pass, collapse and gate. A run has
-        # no calibrated threshold (export calibrates it), so the gate is 0 unless given.
-        from runtime.corrector import correct_texts as correct_pieces
-        from training.torch_engine import checkpoint_corrector
+def load_artifact_corrector(args: argparse.Namespace):
+    """The corrector of ``--artifact``, in onnxruntime."""
+    from runtime.corrector import Corrector
 
-        gate = 0.0 if args.min_confidence is None else args.min_confidence
-        corrector = checkpoint_corrector(checkpoint, min_confidence=gate)
-        results = correct_pieces(corrector, texts, batch_size=args.batch_size)
-        return [c.text for c in results]
-    max_len = checkpoint.meta.get("train_config", {}).get("max_src_len", 256)
-    return correct_texts(
-        checkpoint.model, checkpoint.vocab, texts, batch_size=args.batch_size, max_len=max_len
-    )
+    if not (args.artifact / "manifest.json").is_file():
+        hint = (
+            " (a training run: pass it as --run-dir)"
+            if (args.artifact / "checkpoints").is_dir()
+            else ""
+        )
+        raise UserError(
+            f"{args.artifact} is not an exported artifact (no manifest.json){hint}: "
+            "run `make export`, or pass --server"
+        )
+    return Corrector.load(args.artifact, variant=args.variant)
 
 
 def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
@@ -162,7 +140,9 @@ def _correct_remote(args: argparse.Namespace, lines: list[str]) -> list[str]:
     return ["\f".join(next(fixed) for _ in parts) for parts in pages]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, load_corrector=load_artifact_corrector) -> int:
+    """``load_corrector(args)``: the in-process corrector (the artifact's by default; the
+    console script passes one for a training run, which needs torch)."""
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
@@ -171,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.server and any(getattr(args, name) for name in remote_only):
         raise UserError("--tls, --tls-ca, --tls-cert, --tls-key and --token-file need --server")
     lines = _read_lines(args)
-    corrected = _correct_remote(args, lines) if args.server else _correct_local(args, lines)
+    if args.server:
+        corrected = _correct_remote(args, lines)
+    else:
+        corrected = _correct_local(args, lines, load_corrector(args))
     out = sys.stdout
     for line in corrected:
         out.write(line + "\n")

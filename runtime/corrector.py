@@ -1,4 +1,10 @@
-"""The engine side of serving: a batch of model pieces in, corrected pieces out.
+"""The corrector: texts in, corrections out, the same way wherever it runs.
+
+`Corrector.load(artifact)` opens an exported artifact, and `.correct(texts)` answers in this
+process exactly as the service answers over gRPC: the same text pipeline, engine, decoding and
+gate, batched shortest first instead of by a queue (in the spirit of CTranslate2's
+``translate_batch``). A training run is served through the same class with the torch engine
+(``training.torch_engine``), injected from the training side: this module never imports it.
 
 `Corrector.run_batch` is what the dynamic batcher calls on its worker thread. For the editor
 it is one engine call for the whole batch, then the collapse and each job's confidence gate
@@ -11,11 +17,11 @@ become text with each character's probability.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from runtime.artifact import Artifact, load_artifact
-from runtime.config import ServeConfig
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
 from runtime.editing import Gate, Plan, apply_edits, plan_edits
 from runtime.engines import Engine
@@ -69,6 +75,15 @@ class ModelInfo:
         )
 
 
+def pad_ids(vocab: Vocab, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``texts`` as one right-padded id array ``[b, longest]`` and its mask (True on tokens)."""
+    encoded = [vocab.encode(t) for t in texts]
+    ids = np.full((len(texts), max(map(len, encoded))), vocab.pad_id, dtype=np.int64)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = tokens
+    return ids, ids != vocab.pad_id
+
+
 class Corrector:
     def __init__(self, info: ModelInfo, engine: Engine) -> None:
         self.info = info
@@ -83,6 +98,50 @@ class Corrector:
         # The editor's gate: edits below this confidence are not applied (calibrated at export).
         self.min_confidence = info.min_confidence
         self.gate = Gate(info.min_confidence, info.space_min_confidence, self._space_id())
+
+    @classmethod
+    def load(
+        cls,
+        artifact: str | Path,
+        *,
+        variant: str = "opt",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> Corrector:
+        """The artifact's corrector on ``device``: onnxruntime on its execution providers, or
+        (tensorrt-native) the TensorRT plans built for this GPU, whose precision is the variant
+        they were built from rather than ``variant``. ``threads``: onnxruntime's intra-op
+        threads (None: its default)."""
+        artifact = load_artifact(artifact)
+        info = ModelInfo.of_artifact(artifact)
+        if device == NATIVE_TENSORRT:
+            return cls(info, TensorRTEngine(artifact))
+        providers = DEVICE_PROVIDERS[device]
+        return cls(info, OnnxEngine(artifact, variant, providers=providers, threads=threads))
+
+    def correct(
+        self,
+        texts: list[str],
+        *,
+        mode: str = "full",
+        decoding: str = "aggressive",
+        min_confidence: float | None = None,
+        batch_size: int = 32,
+    ) -> list[Correction]:
+        """The service's answer for each text, computed in this process without a server. A
+        text's answer never depends on the texts beside it."""
+        prepared = [prepare(t, self.vocab, self.max_src_len) for t in texts]
+        jobs = [
+            Job(piece, mode, decoding, min_confidence) for p in prepared for piece in p.model_inputs
+        ]
+        order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].text))
+        corrected: list[Corrected] = [Corrected("", [])] * len(jobs)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            for i, result in zip(batch, self.run_batch([jobs[i] for i in batch]), strict=True):
+                corrected[i] = result
+        answers = iter(corrected)
+        return [assemble(p, [next(answers) for _ in p.model_inputs]) for p in prepared]
 
     def run_batch(self, jobs: list[Job]) -> list[Corrected]:
         if self.is_editor:
@@ -101,15 +160,8 @@ class Corrector:
                 results[i] = result
         return results
 
-    def _pad(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encoded = [self.vocab.encode(t) for t in texts]
-        ids = np.full((len(texts), max(map(len, encoded))), self.vocab.pad_id, dtype=np.int64)
-        for row, tokens in enumerate(encoded):
-            ids[row, : len(tokens)] = tokens
-        return ids, ids != self.vocab.pad_id
-
     def _decode(self, texts: list[str], decoding: str) -> list[Corrected]:
-        ids, mask = self._pad(texts)
+        ids, mask = pad_ids(self.vocab, texts)
         # Within the exported profiles: past + new tokens ≤ max_tgt_len + 1, new tokens ≤ max_n.
         max_len = output_limits(mask, self.max_tgt_len - 1)
         if decoding == "greedy":
@@ -120,7 +172,7 @@ class Corrector:
 
     def plan(self, texts: list[str]) -> list[Plan]:
         """The editor's edits of each text (one pass for all), before the gate."""
-        ids, mask = self._pad(texts)
+        ids, mask = pad_ids(self.vocab, texts)
         labels, probs = self.engine.edit(ids, mask)
         config = self.info.config
         # The editor's labels: vocabulary ids, then blank (= vocab_size), then KEEP.
@@ -156,7 +208,7 @@ class Corrector:
 
     def _substitute(self, texts: list[str]) -> list[Corrected]:
         """One mapper pass: each character replaced by the model's choice for its position."""
-        ids, mask = self._pad(texts)
+        ids, mask = pad_ids(self.vocab, texts)
         logits = self.engine.substitution_logits(ids, mask)
         chosen = logits.argmax(-1)
         probs = 1.0 / np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)
@@ -178,45 +230,3 @@ class Corrector:
                 chars.append(ch)
                 confidence.append(prob)
         return Corrected("".join(chars), confidence)
-
-
-def correct_texts(
-    corrector: Corrector,
-    texts: list[str],
-    *,
-    mode: str = "full",
-    decoding: str = "aggressive",
-    min_confidence: float | None = None,
-    batch_size: int = 32,
-) -> list[Correction]:
-    """The service's answer for each text, computed in this process without a server: the same
-    pipeline and engine, batched shortest first instead of by a queue."""
-    prepared = [prepare(t, corrector.vocab, corrector.max_src_len) for t in texts]
-    jobs = [
-        Job(piece, mode, decoding, min_confidence) for p in prepared for piece in p.model_inputs
-    ]
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].text))
-    corrected: list[Corrected] = [Corrected("", [])] * len(jobs)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        for i, result in zip(batch, corrector.run_batch([jobs[i] for i in batch]), strict=True):
-            corrected[i] = result
-    answers = iter(corrected)
-    return [assemble(p, [next(answers) for _ in p.model_inputs]) for p in prepared]
-
-
-def load_corrector(config: ServeConfig) -> Corrector:
-    """The artifact's engine for ``config.device``: onnxruntime on its execution providers, or
-    (tensorrt-native) the TensorRT plans built for this GPU, whose precision is the variant
-    they were built from rather than ``config.variant``."""
-    artifact = load_artifact(config.artifact)
-    info = ModelInfo.of_artifact(artifact)
-    if config.device == NATIVE_TENSORRT:
-        return Corrector(info, TensorRTEngine(artifact))
-    engine = OnnxEngine(
-        artifact,
-        config.variant,
-        providers=DEVICE_PROVIDERS[config.device],
-        threads=config.threads or None,
-    )
-    return Corrector(info, engine)

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.batcher import BatcherConfig, DeadlineExceeded, DynamicBatcher, QueueFull
 from runtime.config import ServeConfig
-from runtime.corrector import Corrector, load_corrector
+from runtime.corrector import Corrector
 from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME, MalformedTensor, pack_bytes, unpack_bytes
 from runtime.metrics import Metrics
 from runtime.pipeline import Correction
@@ -182,6 +182,16 @@ def _gate_description(corrector: Corrector) -> str:
         )
         return f"editor, gate min_confidence {gate.min_confidence:g}{spaces} unless a request says"
     return f"{corrector.info.name}, no gate"
+
+
+def load_corrector(config: ServeConfig) -> Corrector:
+    """The corrector of the artifact, variant, device and threads ``config`` names."""
+    return Corrector.load(
+        config.artifact,
+        variant=config.variant,
+        device=config.device,
+        threads=config.threads or None,
+    )
 
 
 class CorrectorServicer(corrector_pb2_grpc.CorrectorServicer):

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from benchmarks import cli, decoding, engines
-from runtime.cli import main as kmcorrect
+from kmcorrect.cli import main as kmcorrect
 from runtime.errors import UserError
 
 
@@ -51,7 +51,7 @@ def test_bench_reports_every_suite_and_the_others_still_run(
     out = tmp_path / "results"
     args = _args(
         *("--suite", "broken,engines,unwritten,needy,decoding"),
-        *("--artifact", str(artifact.path), "--data", str(data_dir), "--model", str(run_dir)),
+        *("--artifact", str(artifact.path), "--data", str(data_dir), "--run-dir", str(run_dir)),
         *("--threads", "1", "--out", str(out)),
     )
     assert cli.run(args) == 1  # a suite failed

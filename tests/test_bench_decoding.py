@@ -46,7 +46,7 @@ def test_sampling_is_stratified_and_deterministic(tmp_path):
 def test_benchmark_runs_the_torch_path(artifact, data_dir, run_dir, tmp_path):
     argv = ["--artifact", str(artifact.path), "--data", str(data_dir), "--rows", "6"]
     argv += ["--repeats", "1", "--warmup", "1", "--threads", "1", "--out", str(tmp_path)]
-    argv += ["--engine", "torch", "--model", str(run_dir), "--batch-size", "4"]
+    argv += ["--engine", "torch", "--run-dir", str(run_dir), "--batch-size", "4"]
     results = main(argv, log=lambda _: None)
     assert results["identity"]["differing_rows"] == 0
     assert results["config"]["engine"] == "torch"

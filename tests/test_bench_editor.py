@@ -11,7 +11,7 @@ from benchmarks import cli, editor, engines
 from benchmarks import ctranslate2_peer as peer
 from benchmarks.common import BenchContext
 from runtime.config import ServeConfig
-from runtime.corrector import correct_texts, load_corrector
+from runtime.corrector import load_corrector
 
 pytest.importorskip("ctranslate2")  # the `bench` extra
 pytest.importorskip("matplotlib")
@@ -101,13 +101,13 @@ def test_answers_are_the_services(
 
     def served(path, variant="fp32"):
         corrector = load_corrector(ServeConfig(artifact=str(path), variant=variant, threads=1))
-        return [c.text for c in correct_texts(corrector, lines, decoding="greedy")]
+        return [c.text for c in corrector.correct(lines, decoding="greedy")]
 
     torch_corrector = checkpoint_corrector(checkpoint.load(char_transformer_run_dir))
     assert answers["editor-fp32"] == served(editor_artifact.path)
     assert answers["editor-opt"] == served(editor_artifact.path, "opt")
     assert answers["hybrid-greedy"] == served(artifact.path)
-    expected = correct_texts(torch_corrector, lines, decoding="greedy")
+    expected = torch_corrector.correct(lines, decoding="greedy")
     assert answers[editor.BASELINE] == [c.text for c in expected]
     assert answers["hybrid-greedy"] != lines  # not a model that merely copies
 

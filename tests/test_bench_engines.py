@@ -89,7 +89,7 @@ def test_lines_are_real_rows_cut_and_joined_between_clusters(data_dir):
 def test_contenders_that_cannot_run_say_why(artifact, data_dir):
     ctx = BenchContext(artifact.path, data_dir, model=None, threads=1, log=lambda _: None)
     contenders = {c.name: c for c in engines.make_contenders(ctx, artifact)}
-    assert contenders["torch"].engine is None and "--model" in contenders["torch"].not_run
+    assert contenders["torch"].engine is None and "--run-dir" in contenders["torch"].not_run
     assert contenders["ort-fp32"].engine is not None
     assert contenders["tensorrt"].not_run in ("not run: no GPU", "not run: --device cpu")
 

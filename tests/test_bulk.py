@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from tiny import corrupt
 
+from kmcorrect.cli import main
 from runtime.bulk import SUMMARY_FILE
-from runtime.cli import main
 from runtime.files import TMP_SUFFIX
 from runtime.text import Span, apply_spans
 from tests.conftest import KHMER_SENTENCES
@@ -85,13 +85,13 @@ def expected(inputs, editor_artifact) -> dict[Path, bytes]:
         flag = "--pdf" if path.suffix == ".pdf" else "--input"
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            assert main(["correct", "--model", str(editor_artifact.path), flag, str(path)]) == 0
+            assert main(["correct", "--artifact", str(editor_artifact.path), flag, str(path)]) == 0
         outputs[_output(inputs, path)] = out.getvalue().encode("utf-8")
     return outputs
 
 
 def bulk(inputs: Path, out: Path, artifact, *extra: str) -> int:
-    return main(["bulk", str(inputs), "--out", str(out), "--model", str(artifact.path), *extra])
+    return main(["bulk", str(inputs), "--out", str(out), "--artifact", str(artifact.path), *extra])
 
 
 def tree(out: Path) -> dict[Path, bytes]:
@@ -172,7 +172,7 @@ def test_without_ray_the_error_names_the_extra(inputs, editor_artifact, tmp_path
     # A fresh interpreter in which `import ray` fails, as in an install without the extra.
     script = (
         "import sys; sys.modules['ray'] = None\n"
-        "from runtime.cli import main\n"
+        "from kmcorrect.cli import main\n"
         f"sys.exit(main(['bulk', {str(inputs)!r}, '--out', {str(tmp_path)!r}, "
         f"'--model', {str(editor_artifact.path)!r}, '--ray']))\n"
     )
@@ -189,8 +189,8 @@ def test_without_ray_the_error_names_the_extra(inputs, editor_artifact, tmp_path
 def test_sigkill_mid_run_then_rerun_completes_without_partial_files(
     inputs, expected, local_run, editor_artifact, tmp_path
 ):
-    argv = [sys.executable, "-m", "runtime.cli", "bulk", str(inputs), "--out", str(tmp_path)]
-    argv += ["--model", str(editor_artifact.path), "--workers", "1", "--chunk-lines", "1"]
+    argv = [sys.executable, "-m", "kmcorrect", "bulk", str(inputs), "--out", str(tmp_path)]
+    argv += ["--artifact", str(editor_artifact.path), "--workers", "1", "--chunk-lines", "1"]
     process = subprocess.Popen(
         argv, cwd=ROOT, start_new_session=True, stderr=subprocess.DEVNULL, env=os.environ
     )

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from runtime.cli import main
+from kmcorrect.cli import main
 from runtime.errors import UserError
 from training.data import ocr, pdf
 from training.data.build import CHANNELS, SPLITS, Plan, allot, apportion, build, split_of

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.cli import VERBS
+from kmcorrect.cli import VERBS
 from runtime.config import ENV_PREFIX, ServeConfig
 from runtime.net import free_port
 
@@ -39,10 +39,6 @@ DEFAULT_PORTS = {ServeConfig.port, ServeConfig.metrics_port}
 FLAVOURS = ("cpu", "gpu", "tensorrt")
 # The named build context that Dockerfile.serve's `bundled` target copies the artifact from.
 ARTIFACT_CONTEXT = "artifact"
-# Verbs of DESIGN.md's command line (`kmcorrect data | train | eval | export | serve | correct |
-# bench`) that runtime.cli does not register yet: a file may name them, and the check of that
-# command is skipped, with the reason, until the verb lands.
-PLANNED_VERBS = {"bench"}
 
 
 # --- a small Dockerfile parser ---------------------------------------------------------------
@@ -177,10 +173,12 @@ def project() -> dict:
 
 
 def parse_verb(argv: list[str]) -> argparse.Namespace:
-    """`kmcorrect VERB ARGS...` parsed by the verb's own parser, as runtime.cli.main does."""
+    """`kmcorrect VERB ARGS...` parsed by the verb's own parser, as kmcorrect.cli.main does."""
     assert argv[0] in VERBS, f"{argv[0]!r} is not a kmcorrect verb ({', '.join(VERBS)})"
     module = importlib.import_module(VERBS[argv[0]][0])
-    parser = argparse.ArgumentParser(prog=f"kmcorrect {argv[0]}", exit_on_error=False)
+    parser = argparse.ArgumentParser(
+        prog=f"kmcorrect {argv[0]}", exit_on_error=False, allow_abbrev=False
+    )
     module.add_arguments(parser)
     try:
         return parser.parse_args(argv[1:])
@@ -191,9 +189,7 @@ def parse_verb(argv: list[str]) -> argparse.Namespace:
 def check_kmcorrect_command(argv: list[str]) -> argparse.Namespace:
     """`kmcorrect VERB ...`: the console script exists and the verb accepts the flags."""
     assert argv[0] == "kmcorrect", argv
-    assert project()["scripts"]["kmcorrect"] == "runtime.cli:main"
-    if argv[1] not in VERBS and argv[1] in PLANNED_VERBS:
-        pytest.skip(f"`kmcorrect {argv[1]}` is planned (DESIGN.md), not in runtime.cli.VERBS yet")
+    assert project()["scripts"]["kmcorrect"] == "kmcorrect.cli:main"
     return parse_verb(argv[1:])
 
 
@@ -349,7 +345,7 @@ def test_dockerignore_keeps_data_runs_artifacts_and_caches_out() -> None:
         "tests/test_deploy.py",
     ):
         assert ignored(path, patterns), path
-    for path in ("pyproject.toml", "README.md", "runtime/cli.py", "proto/corrector.proto"):
+    for path in ("pyproject.toml", "README.md", "kmcorrect/cli.py", "proto/corrector.proto"):
         assert not ignored(path, patterns), path
 
 

@@ -15,10 +15,10 @@ import pytest
 from serving import Running, config
 from tiny import corrupt
 
+from kmcorrect.cli import main
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
-from runtime.cli import main
 from runtime.client import AsyncClient, Client
-from runtime.corrector import correct_texts, load_corrector
+from runtime.corrector import load_corrector
 from runtime.kserve_codec import pack_bytes, unpack_bytes
 from runtime.pipeline import prepare
 from runtime.text import apply_spans, normalize
@@ -54,7 +54,7 @@ def texts(khmer_sentences):
 
 
 def local(corrector, texts, min_confidence=None) -> list[str]:
-    return [c.text for c in correct_texts(corrector, texts, min_confidence=min_confidence)]
+    return [c.text for c in corrector.correct(texts, min_confidence=min_confidence)]
 
 
 def strongest_edit(corrector, text: str) -> float:
@@ -233,7 +233,8 @@ def test_domain_stub_without_options_uses_the_calibrated_gate(running, corrector
 
 
 def test_cli_in_process_takes_the_gate(editor_artifact, corrector, texts):
-    command = [sys.executable, "-m", "runtime.cli", "correct", "--model", str(editor_artifact.path)]
+    artifact = str(editor_artifact.path)
+    command = [sys.executable, "-m", "kmcorrect", "correct", "--artifact", artifact]
 
     def kmcorrect(*flags):
         return subprocess.run(
@@ -273,9 +274,8 @@ def test_cli_on_an_editor_run_directory_takes_the_gate(editor_run_dir, texts, tm
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(texts) + "\n", encoding="utf-8")
     expected = checkpoint_corrector(checkpoint.load(editor_run_dir), min_confidence=1.0)
-    code = main(
-        ["correct", "--model", str(editor_run_dir), "--input", str(lines), "--min-confidence", "1"]
-    )
+    run_dir, gate = ["--run-dir", str(editor_run_dir)], ["--min-confidence", "1"]
+    code = main(["correct", *run_dir, "--input", str(lines), *gate])
     assert code == 0
     assert capsys.readouterr().out.split("\n")[:-1] == local(expected, texts)
 

@@ -27,7 +27,7 @@ from tiny import corrupt, pad
 import runtime.engines.tensorrt as native
 from runtime.artifact import ENGINE_INFO, load_artifact, sha256_file
 from runtime.config import ServeConfig
-from runtime.corrector import correct_texts, load_corrector
+from runtime.corrector import load_corrector
 from runtime.decoding import aggressive_decode, greedy_decode
 from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
@@ -352,8 +352,8 @@ def test_tensorrt_native_device_serves_through_the_engine(stand_in):
     reference = load_corrector(ServeConfig(artifact=str(stand_in.path), variant="fp32"))
     inputs = texts(3)[:6]
     for mode in ("full", "substitution"):
-        got = correct_texts(corrector, inputs, mode=mode)
-        want = correct_texts(reference, inputs, mode=mode)
+        got = corrector.correct(inputs, mode=mode)
+        want = reference.correct(inputs, mode=mode)
         assert [c.text for c in got] == [c.text for c in want]
 
 

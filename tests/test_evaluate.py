@@ -12,20 +12,23 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
+from serving import Running, config
 
-import training.evaluate as evaluate_module
-from runtime.cli import VERBS, main
+from kmcorrect.cli import main
+from runtime.client import Client
+from runtime.corrector import Corrector
 from runtime.text import ScoreBoard, Vocab, cluster_error_rate, split_by_vocab
 from training import checkpoint
 from training.evaluate import (
     GROUP_KEYS,
-    correct_texts,
     evaluate,
+    evaluate_checkpoint,
     sample_rows,
     write_comparison,
     write_reports,
 )
 from training.models import build_model
+from training.torch_engine import model_corrector
 
 VOCAB = Vocab.default()
 MAX_SOURCE = 64  # every hand-written sentence fits; two together do not
@@ -65,13 +68,27 @@ def copier(khmer_sentences) -> torch.nn.Module:
         if out.ce.item() < 0.002:
             break
     model.eval()
-    assert correct_texts(model, VOCAB, khmer_sentences, max_len=MAX_SOURCE) == khmer_sentences
+    assert _correct(model, khmer_sentences) == khmer_sentences
     return model
 
 
 def _untrained(name: str = "char_transformer") -> torch.nn.Module:
     torch.manual_seed(1)
     return build_model(name, len(VOCAB), "tiny").eval()
+
+
+def _corrector(model: torch.nn.Module) -> Corrector:
+    """The serving Corrector over a tiny test model, pieces of at most MAX_SOURCE characters."""
+    name = {"CharTransformer": "char_transformer", "CharLSTM": "char_lstm"}.get(
+        type(model).__name__, "hybrid"
+    )
+    return model_corrector(
+        model, VOCAB, name=name, max_src_len=MAX_SOURCE, max_tgt_len=2 * MAX_SOURCE
+    )
+
+
+def _correct(model: torch.nn.Module, texts: list[str], batch_size: int = 32) -> list[str]:
+    return [c.text for c in _corrector(model).correct(texts, batch_size=batch_size)]
 
 
 def _rows(sentences: list[str]) -> list[dict]:
@@ -94,20 +111,20 @@ def _rows(sentences: list[str]) -> list[dict]:
     ]  # fmt: skip
 
 
-# --------------------------------------------------------------------------- correct_texts
+# --------------------------------------------------------------------------- correcting
 
 
 @pytest.fixture
 def source_widths(monkeypatch) -> list[int]:
-    """The source width of every batch the model decodes from now on (decoding itself is real)."""
+    """The longest piece of every batch a Corrector runs from now on (running itself is real)."""
     widths = []
-    greedy_decode = evaluate_module.greedy_decode
+    run_batch = Corrector.run_batch
 
-    def watched_decode(model, src_ids, src_mask, max_len):
-        widths.append(src_ids.shape[1])
-        return greedy_decode(model, src_ids, src_mask, max_len)
+    def watched_run_batch(self, jobs):
+        widths.append(max(len(job.text) for job in jobs))
+        return run_batch(self, jobs)
 
-    monkeypatch.setattr(evaluate_module, "greedy_decode", watched_decode)
+    monkeypatch.setattr(Corrector, "run_batch", watched_run_batch)
     return widths
 
 
@@ -117,7 +134,7 @@ def test_long_text_is_chunked_to_the_model_length_and_round_trips(
     long_text = " ".join(khmer_sentences[:5])
     assert len(long_text) > 4 * MAX_SOURCE
     texts = [long_text, khmer_sentences[9]]
-    assert correct_texts(copier, VOCAB, texts, batch_size=2, max_len=MAX_SOURCE) == texts
+    assert _correct(copier, texts, batch_size=2) == texts
     assert max(source_widths) <= MAX_SOURCE
     assert len(source_widths) == 3  # 6 pieces, 2 a batch
 
@@ -125,9 +142,9 @@ def test_long_text_is_chunked_to_the_model_length_and_round_trips(
 def test_out_of_vocabulary_characters_keep_their_places(copier, khmer_sentences):
     first, second = khmer_sentences[3], khmer_sentences[9]
     text = f"😀{first} ภาษาไทย {second}🇰🇭"
-    assert correct_texts(copier, VOCAB, [text], max_len=MAX_SOURCE) == [text]
+    assert _correct(copier, [text]) == [text]
 
-    (rewritten,) = correct_texts(_untrained(), VOCAB, [text], max_len=MAX_SOURCE)
+    (rewritten,) = _correct(_untrained(), [text])
     assert rewritten != text
     assert rewritten.startswith("😀") and rewritten.endswith("🇰🇭")
     assert " ภาษาไทย " in rewritten  # the spaces beside the bypassed run stay too
@@ -138,7 +155,7 @@ def test_out_of_vocabulary_characters_keep_their_places(copier, khmer_sentences)
 def test_input_is_normalized_before_correction(copier, khmer_sentences):
     sentence = khmer_sentences[0]
     messy = f"  {sentence[:10]}\u200b{sentence[10:]}\n"
-    assert correct_texts(copier, VOCAB, [messy, ""], max_len=MAX_SOURCE) == [sentence, ""]
+    assert _correct(copier, [messy, ""]) == [sentence, ""]
 
 
 # --------------------------------------------------------------------------- scores
@@ -146,7 +163,7 @@ def test_input_is_normalized_before_correction(copier, khmer_sentences):
 
 def test_group_scores_match_scoreboards_built_by_hand(copier, khmer_sentences):
     rows = _rows(khmer_sentences)
-    report = evaluate(copier, VOCAB, rows, batch_size=3, max_len=MAX_SOURCE)
+    report = evaluate(_corrector(copier), rows, batch_size=3)
     predictions = report["predictions"]
     assert len(predictions) == len(rows) == report["rows"]
 
@@ -181,11 +198,37 @@ def test_group_scores_match_scoreboards_built_by_hand(copier, khmer_sentences):
 
 def test_cluster_error_rate_of_one_row_is_the_metric(khmer_sentences):
     row = _rows(khmer_sentences)[0]
-    report = evaluate(_untrained(), VOCAB, [row], max_len=MAX_SOURCE)
+    report = evaluate(_corrector(_untrained()), [row])
     (prediction,) = report["predictions"]
     scores = report["overall"]
     assert scores["cluster_error_rate_before"] == cluster_error_rate(row["input"], row["target"])
     assert scores["cluster_error_rate_after"] == cluster_error_rate(prediction, row["target"])
+
+
+@pytest.mark.parametrize(
+    ("run", "exported"), [("run_dir", "artifact"), ("editor_run_dir", "editor_artifact")]
+)
+def test_eval_answers_a_row_as_in_any_batch_and_as_the_server_does(
+    request, data_dir, run, exported
+):
+    """One path from model to text: a row's prediction in `kmcorrect eval` does not depend on
+    the rows beside it in a batch, and is what `kmcorrect serve` answers for that row (the
+    hybrid: greedy; the editor: its one pass, gate at 0 on both sides)."""
+    lines = (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    rows = [json.loads(line) for line in lines]
+    ckpt = checkpoint.load(request.getfixturevalue(run))
+    together = evaluate_checkpoint(ckpt, rows, batch_size=5, min_confidence=0.0)["predictions"]
+    alone = [evaluate_checkpoint(ckpt, [row], min_confidence=0.0)["predictions"][0] for row in rows]
+    assert together == alone
+    running = Running(config(request.getfixturevalue(exported)))
+    try:
+        with Client(running.target) as client:
+            texts = [row["input"] for row in rows]
+            served = client.correct_batch(texts, spans=False, min_confidence=0.0)
+    finally:
+        running.stop()
+    assert together == [result.text for result in served]
+    assert together != texts  # the model edits, so the equality is not the identity's
 
 
 def test_sample_shows_worst_harms_first_then_a_seeded_pick():
@@ -228,7 +271,7 @@ def test_reports_are_written_and_the_page_is_well_formed_and_escaped(khmer_sente
     script = "<script>alert('x')</script> "
     rows.append({"input": script + "ខ ្ញុំ", "target": script + "ខ្ញុំ", "channel": "pdf",
                  "generator": "typst", "font": "Khmer OS", "extractor": "pdfminer"})  # fmt: skip
-    report = evaluate(_untrained(), VOCAB, rows, max_len=MAX_SOURCE)
+    report = evaluate(_corrector(_untrained()), rows)
     report["data"] = {"path": "data/hand", "split": "test"}
     paths = write_reports(report, rows, tmp_path, seed=0)
 
@@ -260,7 +303,7 @@ def test_comparison_has_a_row_per_model(khmer_sentences, tmp_path):
     rows = _rows(khmer_sentences)
     reports = []
     for name in ("hybrid", "char_transformer", "char_lstm"):
-        report = evaluate(_untrained(name), VOCAB, rows, max_len=MAX_SOURCE)
+        report = evaluate(_corrector(_untrained(name)), rows)
         report["checkpoint"] = {"name": f"{name}-run", "model": name, "params": 1,
                                 "step": None, "train_seconds": 90.0, "val_cer": None}  # fmt: skip
         reports.append(report)
@@ -281,9 +324,8 @@ def test_comparison_has_a_row_per_model(khmer_sentences, tmp_path):
 
 
 @pytest.fixture
-def kmcorrect(monkeypatch):
-    """`kmcorrect` with the eval verb, whether or not runtime/cli.py registers it yet."""
-    monkeypatch.setitem(VERBS, "eval", ("training.eval_cli", "score checkpoints", "train"))
+def kmcorrect():
+    """`kmcorrect eval ARGS...`."""
     return lambda *argv: main(["eval", *map(str, argv)])
 
 
@@ -315,7 +357,7 @@ def workspace(tmp_path_factory, khmer_sentences):
 def test_cli_compares_models_into_one_table(kmcorrect, workspace, tmp_path, capsys):
     runs = workspace / "runs"
     lstm_file = runs / "lstm" / "checkpoints" / "best.json"
-    code = kmcorrect("--model", runs / "transformer", "--model", lstm_file,
+    code = kmcorrect("--run-dir", runs / "transformer", "--run-dir", lstm_file,
                      "--data", workspace / "data", "--limit", 3, "--batch-size", 2,
                      "--out", tmp_path)  # fmt: skip
     assert code == 0
@@ -336,7 +378,7 @@ def test_cli_compares_models_into_one_table(kmcorrect, workspace, tmp_path, caps
 
 def test_cli_writes_into_the_run_by_default(kmcorrect, workspace, source_widths):
     run = workspace / "runs" / "lstm"
-    code = kmcorrect("--model", run, "--data", workspace / "data", "--split", "val", "--limit", 2)
+    code = kmcorrect("--run-dir", run, "--data", workspace / "data", "--split", "val", "--limit", 2)
     assert code == 0
     assert max(source_widths) <= 24  # the run's train_config.max_src_len, not the default 256
     report = json.loads((run / "eval" / "val" / "report.json").read_text(encoding="utf-8"))
@@ -362,7 +404,7 @@ def test_cli_rejects_a_damaged_checkpoint(kmcorrect, workspace, tmp_path, capsys
     run = tmp_path / "run"
     shutil.copytree(workspace / "runs" / "transformer" / "checkpoints", run / "checkpoints")
     damage(run)
-    assert kmcorrect("--model", run, "--data", workspace / "data") == 2
+    assert kmcorrect("--run-dir", run, "--data", workspace / "data") == 2
     error = capsys.readouterr().err
     assert error.startswith("kmcorrect eval: error: ") and message in error
     assert not (run / "eval").exists()
@@ -375,7 +417,7 @@ def test_cli_rejects_a_damaged_checkpoint(kmcorrect, workspace, tmp_path, capsys
         (["--data", "{tmp}/empty"], "has no test split"),
         (["--data", "{tmp}/blank"], "{tmp}/blank/test.jsonl has no rows"),
         (["--data", "{tmp}/broken"], "{tmp}/broken/test.jsonl: not UTF-8 JSONL rows"),
-        (["--model", "{tmp}/no-run"], "checkpoint not found: {tmp}/no-run"),
+        (["--run-dir", "{tmp}/no-run"], "checkpoint not found: {tmp}/no-run"),
         (["--limit", "0"], "--limit must be at least 1"),
     ],
 )
@@ -385,7 +427,7 @@ def test_cli_explains_bad_input(kmcorrect, workspace, tmp_path, capsys, argument
     (tmp_path / "blank" / "test.jsonl").write_text("\n")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "test.jsonl").write_text('{"input": "ក", ')
-    defaults = {"--model": workspace / "runs" / "lstm", "--data": workspace / "data"}
+    defaults = {"--run-dir": workspace / "runs" / "lstm", "--data": workspace / "data"}
     given = [argument.format(tmp=tmp_path) for argument in arguments]
     for flag, value in defaults.items():
         if flag not in given:
@@ -396,7 +438,7 @@ def test_cli_explains_bad_input(kmcorrect, workspace, tmp_path, capsys, argument
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here, so it is no error")
 def test_cli_names_the_cpu_fallback_when_cuda_is_missing(kmcorrect, workspace, capsys):
-    code = kmcorrect("--model", workspace / "runs" / "lstm", "--data", workspace / "data",
+    code = kmcorrect("--run-dir", workspace / "runs" / "lstm", "--data", workspace / "data",
                      "--device", "cuda")  # fmt: skip
     assert code == 2
     assert "--device cpu" in capsys.readouterr().err

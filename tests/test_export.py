@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny import EXPORT_CONFIG, corrupt, pad
+from tiny import EXPORT_CONFIG, corrupt, pad, torch_greedy_decode
 
 from export import cli
 from export.build import export_artifact
@@ -28,7 +28,6 @@ from runtime.errors import UserError
 from tests.conftest import KHMER_SENTENCES
 from training import checkpoint
 from training.models import build_model
-from training.models import greedy_decode as torch_greedy_decode
 
 CONFIG = EXPORT_CONFIG
 
@@ -203,7 +202,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_existing_artifact_is_refused_without_force(run_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "artifact"
-    args = ["--model", str(run_dir), "--out", str(out), "--data", str(data_dir)]
+    args = ["--run-dir", str(run_dir), "--out", str(out), "--data", str(data_dir)]
     args += ["--variants", "fp32", "--verify-rows", "16", "--max-tgt-len", "80"]
     assert cli.run(parse(*args)) == 0
     assert "greedy identical 16/16" in capsys.readouterr().out

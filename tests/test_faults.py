@@ -138,7 +138,7 @@ def test_callers_giving_up_in_the_middle_of_a_batch(faulty):
 
 
 def _serve(artifact_path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "runtime.cli", "serve", "--artifact", str(artifact_path)]
+    command = [sys.executable, "-m", "kmcorrect", "serve", "--artifact", str(artifact_path)]
     command += ["--port", "0", "--metrics-port", "0", "--variant", "fp32"]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
@@ -183,7 +183,7 @@ def test_health_stays_not_serving_when_the_artifact_is_tampered(tampered):
 
 
 def _train(data: Path, run: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "runtime.cli", "train", "--model", "hybrid"]
+    command = [sys.executable, "-m", "kmcorrect", "train", "--model", "hybrid"]
     command += ["--preset", "tiny", "--data", str(data), "--run-dir", str(run)]
     command += ["--device", "cpu", "--no-progress", "--save-every", "1", "--log-every", "1"]
     command += ["--batch-tokens", "1200", "--max-batch-rows", "16", "--eval-rows", "4"]

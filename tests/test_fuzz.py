@@ -16,7 +16,7 @@ from serving import Running, config
 from strategies import hostile_text
 
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
-from runtime.corrector import correct_texts, load_corrector
+from runtime.corrector import load_corrector
 from runtime.kserve_codec import pack_bytes, unpack_bytes
 from runtime.text import apply_spans, normalize
 from runtime.text.spans import Span
@@ -64,7 +64,7 @@ def corrector(artifact):
 @fuzz
 @given(texts)
 def test_pipeline_in_process(corrector, batch):
-    for text, result in zip(batch, correct_texts(corrector, batch), strict=True):
+    for text, result in zip(batch, corrector.correct(batch), strict=True):
         check(corrector.vocab, text, result.text, result.spans)
 
 

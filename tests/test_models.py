@@ -6,13 +6,13 @@ import time
 
 import pytest
 import torch
+from tiny import torch_greedy_decode
 
 from training.models import (
     MODELS,
     build_config,
     build_model,
     count_parameters,
-    greedy_decode,
     model_from_config,
 )
 from training.models.atomic_mapper import (
@@ -394,8 +394,8 @@ def test_overfits_twenty_pairs_and_greedy_reproduces_them(name):
     print(f"\n{name}: ce {out.ce.item():.4f} after {steps} steps in {elapsed:.1f}s")
     assert out.ce.item() < 0.01
     assert elapsed < 20
-    assert greedy_decode(model, src, sm, max_len=20) == [t for _, t in pairs]
-    assert model.training  # greedy_decode restores the mode
+    assert torch_greedy_decode(model, src, sm, max_len=20) == [t for _, t in pairs]
+    assert model.training  # torch_greedy_decode restores the mode
 
 
 # --------------------------------------------------------------------------- export

@@ -306,7 +306,7 @@ def test_healthcheck_probe_speaks_tls_from_the_servers_own_settings(
 
 
 def test_correct_cli_reaches_a_tls_and_token_server(tls_server, certs, tmp_path, capsys):
-    from runtime.cli import main
+    from kmcorrect.cli import main
 
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(KHMER_SENTENCES[:2]) + "\n", encoding="utf-8")
@@ -373,7 +373,7 @@ def test_serve_with_a_missing_certificate_exits_2_with_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "runtime.cli",
+            "kmcorrect",
             "serve",
             "--artifact",
             str(tmp_path / "no-artifact"),  # the certificate is checked first

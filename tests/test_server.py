@@ -242,7 +242,7 @@ def test_sigterm_drains_every_accepted_request(artifact):
         [
             sys.executable,
             "-m",
-            "runtime.cli",
+            "kmcorrect",
             "serve",
             "--artifact",
             str(artifact.path),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from tiny import corrupt, pad
+from tiny import torch_greedy_decode as torch_greedy
 
 from runtime.decoding import aggressive_decode, greedy_decode
 from runtime.engines.onnx import OnnxEngine
@@ -14,7 +15,6 @@ from runtime.errors import UserError
 from tests.conftest import KHMER_SENTENCES
 from training import checkpoint
 from training.models import build_model
-from training.models import greedy_decode as torch_greedy
 from training.torch_engine import TorchEngine
 
 MAX_LEN = 80

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.cli import main
+from kmcorrect.cli import main
 from runtime.errors import UserError
 from runtime.text import Vocab, chunk
 from training import checkpoint

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_train import config, pairs, write
 
-from runtime.cli import main
+from kmcorrect.cli import main
 from training import checkpoint
 from training.train import HEADROOM, MEMORY_LIMIT_ENV, row_tokens, train
 
@@ -104,7 +104,7 @@ def test_the_progress_bar_shows_the_time_budget(data, tmp_path, capsys):
 def kmcorrect(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", *args],
+        [sys.executable, "-m", "kmcorrect", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -28,7 +28,7 @@ TINY = [
 def pipeline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "pipeline", *args],
+        [sys.executable, "-m", "kmcorrect", "pipeline", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -79,4 +79,4 @@ def test_make_pipeline_runs_the_verb() -> None:
         ["make", "-n", "pipeline", "PYTHON=python3"], cwd=ROOT, capture_output=True, text=True
     )
     assert dry.returncode == 0, dry.stderr
-    assert "-m runtime.cli pipeline --model editor --data data/default" in dry.stdout
+    assert "-m kmcorrect pipeline --model editor --data data/default" in dry.stdout

@@ -2,7 +2,7 @@
 
 With no arguments it trains the Hybrid on data/default (from `make data`) and, on a CPU, stops
 after 8.5 minutes with a usable checkpoint; a fuller run passes --max-minutes 0 and --epochs.
-Several GPUs (or CPU processes): torchrun --nproc_per_node N -m runtime.cli train ...
+Several GPUs (or CPU processes): torchrun --nproc_per_node N -m kmcorrect train ...
 """
 
 from __future__ import annotations

@@ -14,16 +14,15 @@ from training import checkpoint
 from training.data.rows import read_rows
 from training.evaluate import evaluate_checkpoint, headline, write_comparison, write_reports
 
-DEFAULT_MODEL = Path("runs/editor-default")
+DEFAULT_RUN = Path("runs/editor-default")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model",
+        "--run-dir",
         type=Path,
         action="append",
-        help="run directory or checkpoint file; repeat to compare models "
-        f"(default: {DEFAULT_MODEL})",
+        help=f"run directory or checkpoint file; repeat to compare models (default: {DEFAULT_RUN})",
     )
     parser.add_argument("--data", type=Path, default=Path("data/default"), help="data directory")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test")
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--min-confidence must be within 0..1, got {args.min_confidence}")
     rows = _read_split(args.data, args.split, args.limit)
     # Load every checkpoint before evaluating any, so a bad path fails in seconds, not hours.
-    paths = args.model or [DEFAULT_MODEL]
+    paths = args.run_dir or [DEFAULT_RUN]
     loaded = [(path, checkpoint.load(path)) for path in paths]
     run_dirs = [_run_dir(path) for path in paths]
     names = _unique([run_dir.name for run_dir in run_dirs])

@@ -1,7 +1,7 @@
 """Evaluation: correct a split with a checkpoint, score it as DESIGN.md "Metrics" says, report.
 
-    correct_texts   batched greedy correction, exactly as the text layer prepares serving input
-    evaluate        predictions + ScoreBoards overall, per channel, per channel × metadata value
+    evaluate        corrections through the serving Corrector, then ScoreBoards overall, per
+                    channel, per channel × metadata value
     write_reports   report.json, report.md, report.html (tables + highlighted sample), predictions
     write_comparison  one row per model, for models trained on equal budgets
 
@@ -23,14 +23,11 @@ from pathlib import Path
 
 import torch
 from rapidfuzz.distance import Levenshtein
-from torch import nn
 
-from runtime.corrector import correct_texts as correct_pieces
-from runtime.pipeline import Corrected, assemble, prepare
+from runtime.corrector import Corrector
 from runtime.text import (
     ScoreBoard,
     Span,
-    Vocab,
     edit_spans,
     normalize,
     segment,
@@ -39,73 +36,21 @@ from runtime.text import (
 from runtime.text.metrics import KINDS
 from training.calibrate import calibrate
 from training.checkpoint import Checkpoint
-from training.models import Editor, count_parameters, greedy_decode
+from training.models import count_parameters
 from training.torch_engine import checkpoint_corrector
 
 # Row metadata that names where a row's damage came from; each gets its own table per channel.
 GROUP_KEYS = ("generator", "font", "extractor", "encoding", "lang", "noise_source")
-DEFAULT_MAX_SOURCE_LEN = 256
 SAMPLE_ROWS = 200
-
-# --------------------------------------------------------------------------- correcting
-
-
-def correct_texts(
-    model: nn.Module,
-    vocab: Vocab,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 64,
-    max_len: int = DEFAULT_MAX_SOURCE_LEN,
-) -> list[str]:
-    """The model's correction of each text, in order, through the serving text pipeline
-    (runtime/pipeline.py): normalized, characters outside `vocab` passed through in place, runs
-    longer than `max_len` (the longest source the model was trained on) chunked."""
-    prepared = [prepare(text, vocab, max_len) for text in texts]
-    sources = [piece for p in prepared for piece in p.model_inputs]
-    corrected = iter(_decode(model, vocab, sources, batch_size))
-    return [
-        assemble(p, [Corrected(next(corrected), []) for _ in p.model_inputs], with_spans=False).text
-        for p in prepared
-    ]
-
-
-def _decode(model: nn.Module, vocab: Vocab, sources: list[str], batch_size: int) -> list[str]:
-    """Greedy corrections of `sources`, batched shortest first so batches carry little padding."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    corrected = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        encoded = [vocab.encode(sources[i]) for i in batch]
-        width = max(map(len, encoded))
-        src_ids = torch.full((len(batch), width), vocab.pad_id, dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            src_ids[row, : len(ids)] = torch.tensor(ids)
-        src_ids = src_ids.to(device)
-        # Corrections mostly shorten text; 1.5× + 10 leaves room for restored subscripts/vowels.
-        outputs = greedy_decode(model, src_ids, src_ids != vocab.pad_id, int(1.5 * width) + 10)
-        for i, ids in zip(batch, outputs, strict=True):
-            corrected[i] = vocab.decode(ids)
-    return corrected
-
 
 # --------------------------------------------------------------------------- scoring
 
 
-def evaluate(
-    model: nn.Module,
-    vocab: Vocab,
-    rows: Sequence[dict],
-    *,
-    batch_size: int = 64,
-    max_len: int = DEFAULT_MAX_SOURCE_LEN,
-    correct: Callable[[list[str]], list[str]] | None = None,
-) -> dict:
-    """Correct every row's input and score the predictions against its target.
-
-    ``correct`` (texts -> corrected texts) replaces greedy decoding with ``model``: the editor
-    is evaluated through the serving `Corrector`, its gate included.
+def evaluate(corrector: Corrector, rows: Sequence[dict], *, batch_size: int = 64) -> dict:
+    """Correct every row's input as the service would (``corrector.correct``: the serving text
+    pipeline, batching and decoding, the editor's gate included) and score the predictions
+    against the targets. Sequence-to-sequence models decode greedily: the service's aggressive
+    decoding gives the same output by construction, in more calls for an untrained model.
 
     Returns `rows`, `timing` (seconds, rows/s, chars/s of input), `overall` (ScoreBoard plus
     cluster error rates), `channels` {channel: scores}, `groups` {channel: {key: {value:
@@ -113,10 +58,8 @@ def evaluate(
     """
     inputs = [row["input"] for row in rows]
     start = time.perf_counter()
-    if correct is None:
-        predictions = correct_texts(model, vocab, inputs, batch_size=batch_size, max_len=max_len)
-    else:
-        predictions = correct(inputs)
+    corrections = corrector.correct(inputs, decoding="greedy", batch_size=batch_size)
+    predictions = [c.text for c in corrections]
     seconds = time.perf_counter() - start
 
     overall = ScoreBoard()
@@ -186,11 +129,6 @@ def _meta_value(meta: dict, section: str, key: str):
     return value.get(key) if isinstance(value, dict) else None
 
 
-def max_source_length(meta: dict) -> int:
-    """The longest source the checkpoint was trained on: longer text is chunked to this."""
-    return int(_meta_value(meta, "train_config", "max_src_len") or DEFAULT_MAX_SOURCE_LEN)
-
-
 def describe_checkpoint(checkpoint: Checkpoint) -> dict:
     """What identifies a checkpoint in a report; None where its JSON does not say."""
     meta = checkpoint.meta
@@ -217,34 +155,18 @@ def evaluate_checkpoint(
     The editor runs through the serving `Corrector` with its confidence gate at
     ``min_confidence``, or else calibrated on ``gate_rows`` (a validation split) exactly as
     export calibrates it; the report's ``gate`` says which, and how."""
-    model = checkpoint.model.to(device)
-    correct, gate = None, None
-    if isinstance(model, Editor):
-        corrector = checkpoint_corrector(checkpoint, device)
+    corrector, gate = checkpoint_corrector(checkpoint, device), None
+    if corrector.is_editor:
         if min_confidence is None and gate_rows:
             gate = calibrate(corrector, gate_rows)
-            corrector.gate = replace(
-                corrector.gate,
-                min_confidence=gate["min_confidence"],
-                space_min_confidence=gate["space_min_confidence"],
-            )
         else:
             gate = {"min_confidence": min_confidence or 0.0, "space_min_confidence": None}
-
-        def correct(texts: list[str]) -> list[str]:
-            results = correct_pieces(
-                corrector, texts, min_confidence=min_confidence, batch_size=batch_size
-            )
-            return [c.text for c in results]
-
-    report = evaluate(
-        model,
-        checkpoint.vocab,
-        rows,
-        batch_size=batch_size,
-        max_len=max_source_length(checkpoint.meta),
-        correct=correct,
-    )
+        corrector.gate = replace(
+            corrector.gate,
+            min_confidence=gate["min_confidence"],
+            space_min_confidence=gate["space_min_confidence"],
+        )
+    report = evaluate(corrector, rows, batch_size=batch_size)
     report["timing"]["device"] = str(device)
     if gate is not None:
         report["gate"] = gate

@@ -6,8 +6,8 @@ pipeline stopped anywhere (or killed with its machine) goes on where it was when
 
     data    DATA/test.jsonl                kmcorrect data --out DATA [--corpus FILE]
     train   RUN/run.json says finished     kmcorrect train (--resume when RUN has a `last`)
-    eval    RUN/eval/test/report.json      kmcorrect eval --model RUN --data DATA
-    export  ARTIFACT/manifest.json         kmcorrect export --model RUN --out ARTIFACT
+    eval    RUN/eval/test/report.json      kmcorrect eval --run-dir RUN --data DATA
+    export  ARTIFACT/manifest.json         kmcorrect export --run-dir RUN --out ARTIFACT
                                            (+ --tensorrt on a GPU where TensorRT is installed)
     bench   BENCH/results.json             kmcorrect bench --suite engines
 
@@ -117,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
         (
             "eval",
             run_dir / "eval" / "test" / "report.json",
-            ["eval", "--model", str(run_dir), "--data", str(data), "--device", device],
+            ["eval", "--run-dir", str(run_dir), "--data", str(data), "--device", device],
         ),
         (
             "export",
             artifact / "manifest.json",
-            ["export", "--model", str(run_dir), "--data", str(data), "--out", str(artifact)]
+            ["export", "--run-dir", str(run_dir), "--data", str(data), "--out", str(artifact)]
             + ["--tensorrt"] * tensorrt,
         ),
         (
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             bench_out / "results.json",
             [
                 *("bench", "--suite", "engines", "--artifact", str(artifact), "--data", str(data)),
-                *("--model", str(run_dir), "--device", device, "--out", str(bench_out)),
+                *("--run-dir", str(run_dir), "--device", device, "--out", str(bench_out)),
             ],
         ),
     ]
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"{name}: skipped, {output} exists")
                 continue
             say(f"{name}: kmcorrect {shlex.join(argv)}")
-            status = stream([sys.executable, "-m", "runtime.cli", *argv], log)
+            status = stream([sys.executable, "-m", "kmcorrect", *argv], log)
             if status != 0:
                 say(f"{name}: failed with exit status {status}")
                 raise UserError(

@@ -9,10 +9,15 @@ the torch path of input-guided aggressive decoding, and its parity with the expo
 a comparison of two engines under one decoder.
 
 The editor has the one-pass interface instead (``edit``: the best label of every frame, as
-its exported graph computes it), which ``runtime.editing`` turns into text. The LSTM's state is
-an ``(h, c)`` pair, not a key/value cache, so ``TorchEngine`` refuses it.
+its exported graph computes it), which ``runtime.editing`` turns into text. The CharLSTM's
+decoder state is an ``(h, c)`` pair, not a key/value cache; `LSTMEngine` keeps the state after
+every fed token in a cache slot, so the decoders' row selection, rollback and compaction work
+on it unchanged (the LSTM has no exported graphs: torch is its only engine).
 
-This module lives in ``training/`` because it imports torch; ``runtime/`` never does.
+`checkpoint_corrector` and `model_corrector` put any of the four models behind the serving
+`runtime.corrector.Corrector`: evaluation, the trainer's validation, export verification and
+`kmcorrect correct --run-dir` all decode through it, so what they report is what the service
+answers. This module lives in ``training/`` because it imports torch; ``runtime/`` never does.
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ from torch import nn
 from runtime.corrector import Corrector, ModelInfo
 from runtime.engines import KV, CacheOps
 from runtime.errors import UserError
+from runtime.text import Vocab
 from training import checkpoint
-from training.models import CharTransformer, Editor, HybridCorrector
-
-EngineModels = (Editor, HybridCorrector, CharTransformer)
+from training.models import CharLSTM, Editor, HybridCorrector
 
 
 class TorchEngine(CacheOps):
@@ -38,24 +42,23 @@ class TorchEngine(CacheOps):
     editor, `Engine` for the transformer sequence-to-sequence models."""
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
-        if not isinstance(model, EngineModels):
-            raise ValueError(
-                f"TorchEngine needs the editor or a transformer model (hybrid or "
-                f"char_transformer), not {type(model).__name__}: the runtime decoders drive a "
-                "key/value cache, and the LSTM's decoder state is not one"
-            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = next(model.parameters()).dtype
         config = model.config
         self.pad_id, self.bos_id, self.eos_id = config.pad_id, config.bos_id, config.eos_id
 
-    @classmethod
+    @staticmethod
+    def of(model: nn.Module, device: str | torch.device = "cpu") -> TorchEngine:
+        """The engine for ``model``: `LSTMEngine` for the CharLSTM, else `TorchEngine`."""
+        return (LSTMEngine if isinstance(model, CharLSTM) else TorchEngine)(model, device)
+
+    @staticmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", tag: str = "best"
+        path: str | Path, device: str | torch.device = "cpu", tag: str = "best"
     ) -> TorchEngine:
         """The engine of a run directory's (or checkpoint file's) model."""
-        return cls(checkpoint.load(Path(path), tag).model, device)
+        return TorchEngine.of(checkpoint.load(Path(path), tag).model, device)
 
     # ------------------------------------------------------------------ conversions
 
@@ -124,24 +127,99 @@ class TorchEngine(CacheOps):
             return self._numpy(self.model.mapper(self._ids(src_ids), self._mask(src_mask))[1])
 
 
+class LSTMEngine(TorchEngine):
+    """The CharLSTM behind the sequence-to-sequence `Engine` interface.
+
+    ``cross`` holds the encoder's states and attention keys, then the decoder's initial
+    ``(h, c)``, each batch-first: ``[(states [b, src, 2E], keys [b, src, H]), (h0, c0)]`` with
+    ``h0, c0 [b, layers, 1, H]``. A cache slot holds the decoder state after the token fed at
+    that slot, ``[b, layers, slots, H]``, so the state a row continues from is the one in its
+    last slot marked in ``tgt_key_mask`` (or the initial state before its first token)."""
+
+    def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> list[KV]:
+        with torch.inference_mode():
+            memory = self.model.encode(self._ids(src_ids), self._mask(src_mask))
+            h0, c0 = (s.transpose(0, 1)[:, :, None] for s in memory.init_state)
+            return self._pairs_out([(memory.states, memory.keys), (h0, c0)])
+
+    def empty_cache(self, cross: list) -> list:
+        h0, c0 = cross[1]
+        return [(h0[:, :, :0], c0[:, :, :0])]
+
+    def decode(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        src_mask: np.ndarray,
+        tgt_key_mask: np.ndarray,
+        cross: list[KV],
+        past: list[KV],
+    ) -> tuple[np.ndarray, list[KV]]:
+        del positions  # an LSTM has none: its state carries the order
+        model = self.model
+        (states, keys), (h0, c0) = self._pairs_in(cross)
+        (past_h, past_c), *_ = self._pairs_in(past)
+        # In the state history, slot 0 is the initial state, slot s the state after token s.
+        cached = torch.from_numpy(np.asarray(tgt_key_mask)[:, : past_h.shape[2]].sum(1))
+        rows, cached = torch.arange(len(cached), device=self.device), cached.to(self.device)
+        with torch.inference_mode():
+            h = torch.cat([h0, past_h], 2)[rows, :, cached]
+            c = torch.cat([c0, past_c], 2)[rows, :, cached]
+            state = (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
+            embedded = model.dropout(model.tgt_embed(self._ids(tokens)))
+            outputs, new_h, new_c = [], [], []
+            for i in range(embedded.shape[1]):
+                out, state = model.decoder(embedded[:, i : i + 1], state)
+                outputs.append(out)
+                new_h.append(state[0].transpose(0, 1))
+                new_c.append(state[1].transpose(0, 1))
+            logits = model._output(torch.cat(outputs, 1), keys, states, self._mask(src_mask))
+            present_h = torch.cat([past_h, torch.stack(new_h, 2)], 2)
+            present_c = torch.cat([past_c, torch.stack(new_c, 2)], 2)
+            return self._numpy(logits), self._pairs_out([(present_h, present_c)])
+
+
+def model_corrector(
+    model: nn.Module,
+    vocab: Vocab,
+    *,
+    name: str,
+    max_src_len: int,
+    max_tgt_len: int,
+    model_id: str = "",
+    device: str | torch.device = "cpu",
+    min_confidence: float = 0.0,
+) -> Corrector:
+    """The serving `Corrector` over ``model`` in torch (put in eval mode; a trainer puts it
+    back in train mode after use). ``max_src_len``: the longest piece (longer text is chunked);
+    ``max_tgt_len``: bos + output at most; ``min_confidence``: the editor's gate."""
+    info = ModelInfo(
+        name=name,
+        config=asdict(model.config),
+        vocab=vocab,
+        max_src_len=max_src_len,
+        max_tgt_len=max_tgt_len,
+        max_n=min(64, max_tgt_len),
+        model_id=model_id,
+        has_mapper=isinstance(model, HybridCorrector),
+        min_confidence=min_confidence,
+    )
+    return Corrector(info, TorchEngine.of(model, device))
+
+
 def checkpoint_corrector(
     ckpt: checkpoint.Checkpoint, device: str | torch.device = "cpu", min_confidence: float = 0.0
 ) -> Corrector:
-    """The serving `Corrector` over a checkpoint's model in torch: the same pipeline, batching,
-    decoders and gate as an exported artifact, so what `kmcorrect eval` reports of a run is what
-    its artifact will answer. ``min_confidence``: the editor's gate (export calibrates it)."""
-    config = asdict(ckpt.model.config)
+    """`model_corrector` of a checkpoint, with the limits it was trained with (as export sets
+    them), so what `kmcorrect eval` reports of a run is what its artifact will answer."""
     train = ckpt.meta.get("train_config") or {}
-    max_tgt_len = int(train.get("max_tgt_len", 256)) + 1  # bos + target, as export sets it
-    info = ModelInfo(
+    return model_corrector(
+        ckpt.model,
+        ckpt.vocab,
         name=ckpt.model_name,
-        config=config,
-        vocab=ckpt.vocab,
         max_src_len=int(train.get("max_src_len", 256)),
-        max_tgt_len=max_tgt_len,
-        max_n=min(64, max_tgt_len),
+        max_tgt_len=int(train.get("max_tgt_len", 256)) + 1,  # bos + target
         model_id=str(ckpt.meta.get("sha256", ""))[:16],
-        has_mapper=isinstance(ckpt.model, HybridCorrector),
+        device=device,
         min_confidence=min_confidence,
     )
-    return Corrector(info, TorchEngine(ckpt.model, device))

@@ -15,7 +15,7 @@ Run directory (``runs/<model>-<data name>`` by default)::
     events.out.tfevents.*  the same for TensorBoard (`tensorboard --logdir runs`)
     checkpoints/{best,last}.{safetensors,json}   see training/checkpoint.py; meta below
 
-Several processes (``torchrun --nproc_per_node N -m runtime.cli train ...``): DDP over nccl on
+Several processes (``torchrun --nproc_per_node N -m kmcorrect train ...``): DDP over nccl on
 CUDA, gloo on CPU. Every process builds the same epoch batch list and takes every N-th batch, so
 one optimizer step consumes N batches. Loss normalization: each process scales its batch's mean
 loss by ``n_local * N / n_global`` (target tokens, all-reduced before the backward pass); DDP's
@@ -74,8 +74,9 @@ from runtime.text import ScoreBoard, Vocab, normalize
 from training import checkpoint
 from training.batching import bucketed_batches
 from training.data.rows import read_rows
-from training.models import build_model, correct_ids, count_parameters
+from training.models import build_model, count_parameters
 from training.monitor import describe_batch
+from training.torch_engine import model_corrector
 
 # Defaults that depend on the device (the fields left None). On a CPU a bare `kmcorrect train`
 # must end within 10 minutes with a usable model, and in so short a budget many small steps beat
@@ -387,22 +388,28 @@ def evaluate(
     model: nn.Module, examples: list[Example], vocab: Vocab, cfg: TrainConfig, device, amp
 ) -> tuple[float, ScoreBoard]:
     """Loss (token-weighted, as in training) and the ScoreBoard of the model's corrections
-    (greedy decoding; the editor's one pass through the serving collapse, ungated)."""
+    through the serving `Corrector` (ungated): the CER the service would give."""
     board, loss_sum, tokens = ScoreBoard(), 0.0, 0
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].src))
-    model.eval()
-    for start in range(0, len(order), EVAL_BATCH):
-        batch = [examples[i] for i in order[start : start + EVAL_BATCH]]
-        src, mask, tgt = (t.to(device) for t in collate(batch, vocab.pad_id))
-        with torch.autocast(device.type, amp) if amp else nullcontext():
+    corrector = model_corrector(
+        model,
+        vocab,
+        name=cfg.model,
+        max_src_len=cfg.max_src_len,
+        max_tgt_len=cfg.max_tgt_len + 1,  # bos + target, as export sets it
+        device=device,
+    )
+    with torch.autocast(device.type, amp) if amp else nullcontext():
+        for start in range(0, len(order), EVAL_BATCH):
+            batch = [examples[i] for i in order[start : start + EVAL_BATCH]]
+            src, mask, tgt = (t.to(device) for t in collate(batch, vocab.pad_id))
             out = model.loss(src, mask, tgt)
-            # Room for eos, and for outputs longer than the input (dropped characters restored).
-            max_len = min(cfg.max_tgt_len, 2 * src.shape[1] + 8) + 1
-            outputs = correct_ids(model, src, mask, max_len)
-        loss_sum += float(out.loss) * out.n_tokens
-        tokens += out.n_tokens
-        for e, ids in zip(batch, outputs, strict=True):
-            board.add(e.input, vocab.decode(ids), e.target)
+            loss_sum += float(out.loss) * out.n_tokens
+            tokens += out.n_tokens
+        texts = [e.input for e in examples]
+        corrections = corrector.correct(texts, decoding="greedy", batch_size=EVAL_BATCH)
+    for e, correction in zip(examples, corrections, strict=True):
+        board.add(e.input, correction.text, e.target)
     model.train()
     return loss_sum / max(1, tokens), board
 

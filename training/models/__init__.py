@@ -45,7 +45,6 @@ from training.models.char_transformer import (
     CharTransformerConfig,
 )
 from training.models.editor import EDITOR_PRESETS, Editor, EditorConfig
-from training.models.generate import correct_ids, edit, greedy_decode
 from training.models.hybrid import HYBRID_PRESETS, HybridConfig, HybridCorrector
 from training.models.layers import KVCache, LossOutput, Memory
 
@@ -116,9 +115,6 @@ __all__ = [
     "ModelSpec",
     "build_config",
     "build_model",
-    "correct_ids",
     "count_parameters",
-    "edit",
-    "greedy_decode",
     "model_from_config",
 ]

@@ -1,7 +1,12 @@
 """`kmcorrect`: the one console script; each verb lives beside the code it drives.
 
 Verbs are imported only when invoked, so `kmcorrect serve` never pulls in the training
-stack, and an install without the `train` extra still runs the verbs it can.
+stack, and an install without the `train` extra still runs the verbs it can. This table sits
+above the stages it dispatches to, so the torch-free `runtime/` knows none of the others.
+
+One name for one thing on every verb: ``--model KIND`` is a model kind (editor, hybrid, ...),
+``--run-dir DIR`` a training run, ``--artifact DIR`` an exported artifact; flags are never
+abbreviated (a misspelled flag is an error, not another flag).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "eval": ("training.eval_cli", "score checkpoints on a data split, write reports", "train"),
     "export": ("export.cli", "checkpoint -> verified ONNX artifact (+ TensorRT)", "train"),
     "serve": ("runtime.serve_cli", "serve an artifact over gRPC until SIGTERM", "serve"),
-    "correct": ("runtime.correct_cli", "correct lines in-process or via a server", "serve"),
+    "correct": ("kmcorrect.correct", "correct lines in-process or via a server", "serve"),
     "bulk": ("runtime.bulk_cli", "correct folders of text and PDFs, locally or on Ray", "serve"),
     "bench": ("benchmarks.cli", "benchmark suites side by side -> results/<device>/", "train"),
     "demo": ("runtime.demo", "serve an artifact, correct sample rows over gRPC, stop", "serve"),
@@ -30,7 +35,9 @@ VERBS: dict[str, tuple[str, str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    top = argparse.ArgumentParser(prog="kmcorrect", description=__doc__.splitlines()[0])
+    top = argparse.ArgumentParser(
+        prog="kmcorrect", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (_, help_text, _) in VERBS.items():
         verbs.add_parser(verb, help=help_text, add_help=False)
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    parser = argparse.ArgumentParser(prog=prog, description=help_text)
+    parser = argparse.ArgumentParser(prog=prog, description=help_text, allow_abbrev=False)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:

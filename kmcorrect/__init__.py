@@ -1,0 +1,1 @@
+"""The `kmcorrect` command: one console script over the pipeline's stages (kmcorrect.cli)."""
