@@ -30,15 +30,9 @@ from runtime.config import ServeConfig
 from runtime.corrector import load_corrector
 from runtime.decoding import aggressive_decode, greedy_decode
 from runtime.engines import CacheOps
+from runtime.engines.cuda_memory import DeviceArray, HostMemory, require_cudart
 from runtime.engines.onnx import OnnxEngine
-from runtime.engines.tensorrt import (
-    DeviceArray,
-    Gpu,
-    HostMemory,
-    TensorRTEngine,
-    require_cudart,
-    require_tensorrt_runtime,
-)
+from runtime.engines.tensorrt import Gpu, TensorRTEngine, require_tensorrt_runtime
 from runtime.errors import UserError
 from tests.conftest import KHMER_SENTENCES
 
@@ -89,7 +83,10 @@ def assert_same_decoding(got, want, atol: float = 1e-4) -> None:
 
 def test_runtime_modules_import_without_tensorrt_or_cuda_python():
     blocked = "import sys; sys.modules.update(tensorrt=None, cuda=None); "
-    code = blocked + "import runtime.engines.tensorrt, runtime.engines.onnx, runtime.corrector"
+    code = blocked + (
+        "import runtime.engines.cuda_memory, runtime.engines.tensorrt, runtime.engines.onnx, "
+        "runtime.corrector"
+    )
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120

@@ -37,7 +37,7 @@ class CacheOps:
     head_dim]``), as engine methods, so the cache can stay where the engine keeps it.
 
     The defaults are written against the array interface that numpy arrays and the GPU
-    engines' device handles (`runtime.engines.tensorrt.DeviceArray`) both offer; an engine can
+    engines' device handles (`runtime.engines.cuda_memory.DeviceArray`) both offer; an engine can
     override them (a fused gather kernel, say).
     """
 

@@ -8,7 +8,7 @@ builds one engine per graph for the whole range instead of one per new input sha
 
 On a GPU provider the engine runs with IO binding: the cross keys/values and the decoder's
 self-attention cache stay on the device between decoder calls, as
-`runtime.engines.tensorrt.DeviceArray` handles (row selection and compaction are device
+`runtime.engines.cuda_memory.DeviceArray` handles (row selection and compaction are device
 copies through cuda-python), and only the logits come back to the host. Without cuda-python
 it warns and runs as on the CPU, the cache going through the host every step.
 ``io_binding=True`` asks for the same path on the CPU (tests); the CPU default is unchanged.
@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from runtime.artifact import Artifact
 from runtime.engines import KV, CacheOps
-from runtime.engines.tensorrt import DeviceArray, HostMemory, cuda_memory
+from runtime.engines.cuda_memory import DeviceArray, HostMemory, cuda_memory
 from runtime.errors import UserError
 
 log = logging.getLogger("kmcorrect.engine")
