@@ -21,9 +21,7 @@ import json
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,7 @@ from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
 from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME, pack_bytes, unpack_bytes
 from runtime.net import free_port
+from runtime.serve_process import ServerProcess, start_serve
 
 NAME = "server"
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,102 +94,15 @@ FULL = Settings(
 # ---------------------------------------------------------------------------------- processes
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live processes in a process group (zombies excluded), from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
+def model_ready(channel) -> bool:
+    """Whether KServe v2 ModelReady says yes (the readiness Triton's clients wait for)."""
+    request = kserve_pb2.ModelReadyRequest(name=MODEL)
+    return kserve_pb2_grpc.GRPCInferenceServiceStub(channel).ModelReady(request, timeout=5).ready
 
 
-class ServerProcess:
-    """A server as a subprocess in a process group of its own (PyTriton starts tritonserver
-    and more), its output in a log file."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        log_dir: Path,
-        *,
-        grpc_port: int,
-        metrics_port: int,
-        env: dict | None = None,
-    ) -> None:
-        self.name = name
-        self.target = f"127.0.0.1:{grpc_port}"
-        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.log_path = Path(log_dir) / f"{name}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text("utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    async def wait_ready(self, stub, timeout: float) -> None:
-        """Until KServe v2 ModelReady says yes; fails at once if the process exits."""
-        deadline = time.monotonic() + timeout
-        request = kserve_pb2.ModelReadyRequest(name=MODEL)
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} server exited with code {self.process.returncode} before "
-                    f"it was ready; its log ends:\n{self.log_tail()}"
-                )
-            try:
-                if (await stub.ModelReady(request, timeout=5)).ready:
-                    return
-            except grpc.aio.AioRpcError:
-                pass  # port not open yet, or the model still loading
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.name} server not ready after {timeout:.0f} s; its log ends:\n"
-                    f"{self.log_tail()}"
-                )
-            await asyncio.sleep(0.2)
-
-    def stop(self, grace: float = 60.0) -> dict:
-        """SIGTERM, wait up to `grace` seconds for the drain, kill if still running; then kill
-        whatever of its group still runs 5 s later. Returns the exit code and how many
-        processes were left behind."""
-        began = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        settle = time.monotonic() + 5  # helpers (a multiprocessing tracker) exit just after
-        while (left := _group_members(self.process.pid)) and time.monotonic() < settle:
-            time.sleep(0.1)
-        if left:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return {
-            "exit_code": self.process.returncode,
-            "stop_seconds": round(time.monotonic() - began, 2),
-            "left_behind": len(left),
-        }
+async def wait_ready(servers: list[ServerProcess], timeout: float = 300) -> None:
+    """Until every server's model is ready, waiting on all at once (they start together)."""
+    await asyncio.gather(*(asyncio.to_thread(s.wait_ready, model_ready, timeout) for s in servers))
 
 
 def start_ours(
@@ -204,11 +116,10 @@ def start_ours(
     device: str,
 ) -> ServerProcess:
     """`kmcorrect serve` on free loopback ports."""
-    grpc_port, metrics_port = free_port(), free_port()
     flags = {
         "artifact": artifact,
-        "port": grpc_port,
-        "metrics-port": metrics_port,
+        "port": free_port(),
+        "metrics-port": free_port(),
         "max-batch-size": max_batch_size,
         "variant": settings.variant,
         "decoding": settings.decoding,
@@ -216,10 +127,7 @@ def start_ours(
         "threads": threads,
         "log-level": "warning",
     }
-    argv = [sys.executable, "-m", "runtime.cli", "serve"]
-    for flag, value in flags.items():
-        argv += [f"--{flag}", str(value)]
-    return ServerProcess(name, argv, log_dir, grpc_port=grpc_port, metrics_port=metrics_port)
+    return start_serve(flags, name=name, log_dir=log_dir, cwd=ROOT)
 
 
 # ---------------------------------------------------------------------------------- client
@@ -387,7 +295,7 @@ async def _sweeps(servers: dict[str, ServerProcess], texts, settings, ctx) -> di
     channels = {n: grpc.aio.insecure_channel(s.target) for n, s in servers.items()}
     try:
         stubs = {n: kserve_pb2_grpc.GRPCInferenceServiceStub(c) for n, c in channels.items()}
-        await asyncio.gather(*(servers[n].wait_ready(stubs[n], 300) for n in names))
+        await wait_ready(list(servers.values()))
         senders = {n: kserve_sender(stubs[n]) for n in names}
         probes = {n: probe_of(servers[n]) for n in names}
 

@@ -3,8 +3,8 @@
     python -m benchmarks.soak --artifact artifacts/editor-default --data data/default \\
         [--requests 50000] [--concurrency 64] [--out benchmarks/results/<device>]
 
-1. Reference: every distinct input is corrected in this process (`runtime.corrector.
-   correct_texts`, the service's own pipeline and engine, without a server).
+1. Reference: every distinct input is corrected in this process (`Corrector.correct`, the
+   service's own pipeline and engine, loaded as the server loads it, without a server).
 2. Load: `kmcorrect serve` runs as a subprocess; `--concurrency` callers send `--requests`
    Correct RPCs over loopback, each with its own id. An answer counts as correct only when it
    carries its request's id and equals the reference for its own input; anything else is
@@ -29,8 +29,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -42,9 +40,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from benchmarks.common import device_name, environment, slug
 from proto import corrector_pb2, corrector_pb2_grpc
 from runtime.config import ServeConfig
-from runtime.corrector import correct_texts, load_corrector
 from runtime.errors import UserError
 from runtime.net import free_port
+from runtime.serve_process import ServerProcess, start_serve
+from runtime.server import load_corrector
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH = 0.05
@@ -72,29 +71,12 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "runtime.cli", "serve", "--artifact", str(args.artifact)]
-    command += ["--port", str(port), "--metrics-port", "0", "--variant", args.variant]
-    command += ["--max-queue-size", str(args.max_queue_size), "--log-level", "warning"]
+def start_server(args: argparse.Namespace, port: int) -> ServerProcess:
+    flags = {"artifact": args.artifact, "port": port, "metrics-port": 0, "variant": args.variant}
+    flags.update({"max-queue-size": args.max_queue_size, "log-level": "warning"})
     if args.threads:
-        command += ["--threads", str(args.threads)]
-    return subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-
-
-async def wait_serving(channel: grpc.aio.Channel, process: subprocess.Popen) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise UserError(f"the server exited with {process.returncode}: {process.stderr.read()}")
-        try:
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.2)
-    raise UserError("the server did not turn SERVING within 300 s")
+        flags["threads"] = args.threads
+    return start_serve(flags, name="soak-server", cwd=ROOT)
 
 
 class Tally:
@@ -222,25 +204,21 @@ async def burst_phase(args, channels, texts, expected) -> dict:
 
 
 async def soak(args, texts, expected) -> dict:
-    port = free_port()
-    process = start_server(args, port)
-    target = f"127.0.0.1:{port}"
+    server = start_server(args, free_port())
     # Four connections (a local subchannel pool each), as four client processes would open.
     options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(4)]
+    channels = [grpc.aio.insecure_channel(server.target, options=options) for _ in range(4)]
     try:
-        await wait_serving(channels[0], process)
-        print(f"server {process.pid} SERVING on {target}", flush=True)
-        load, samples = await load_phase(args, channels, texts, expected, process.pid)
+        server.wait_ready(timeout=300)  # grpc.health.v1 says SERVING
+        print(f"server {server.process.pid} SERVING on {server.target}", flush=True)
+        load, samples = await load_phase(args, channels, texts, expected, server.process.pid)
         print(f"load: {load['requests_per_s']:.0f} requests/s", flush=True)
         burst = await burst_phase(args, channels, texts, expected)
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(120)
+        exit_code = server.stop(grace=120)["exit_code"]
     finally:
         for channel in channels:
             await channel.close()
-        if process.poll() is None:
-            process.kill()
+        server.stop(grace=5)  # after an error: it has not been stopped yet
     memory = memory_growth(samples, int(args.warmup * args.requests))
     memory["rss_timeline"] = [
         (done, rss // 2**20) for done, rss in samples[:: max(1, len(samples) // 60)]
@@ -314,7 +292,7 @@ def run(args: argparse.Namespace) -> dict:
     texts = load_inputs(Path(args.data), args.distinct, args.max_chars, args.seed)
     print(f"reference: correcting {len(texts)} distinct inputs in-process", flush=True)
     corrector = load_corrector(serve_config)
-    expected = [c.text for c in correct_texts(corrector, texts, decoding=serve_config.decoding)]
+    expected = [c.text for c in corrector.correct(texts, decoding=serve_config.decoding)]
     del corrector
     results = asyncio.run(soak(args, texts, expected))
     device = device_name(["CPUExecutionProvider"])

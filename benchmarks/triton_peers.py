@@ -40,11 +40,12 @@ import grpc
 from benchmarks import server
 from benchmarks.common import BenchContext, device_name, environment
 from benchmarks.loadgen import measure_until_stable
-from benchmarks.server import ROOT, ServerProcess, decoding_label, start_ours
+from benchmarks.server import ROOT, decoding_label, start_ours
 from proto import kserve_pb2_grpc
 from runtime.artifact import load_artifact
 from runtime.config import ServeConfig
 from runtime.net import free_port
+from runtime.serve_process import ServerProcess
 
 NAME = "peers"
 CONTENDERS = ("ours", "pytriton")
@@ -195,9 +196,10 @@ def start_pytriton(
     return ServerProcess(
         "pytriton",
         argv,
-        work,
-        grpc_port=grpc_port,
+        port=grpc_port,
         metrics_port=metrics_port,
+        log_dir=work,
+        cwd=ROOT,
         env=triton_env(),
     )
 
@@ -260,7 +262,7 @@ async def _measure(processes: dict[str, ServerProcess], texts, settings: Setting
     channels = {n: grpc.aio.insecure_channel(p.target) for n, p in processes.items()}
     try:
         stubs = {n: kserve_pb2_grpc.GRPCInferenceServiceStub(c) for n, c in channels.items()}
-        await asyncio.gather(*(processes[n].wait_ready(stubs[n], 300) for n in names))
+        await server.wait_ready(list(processes.values()))
         senders = {n: server.kserve_sender(stubs[n]) for n in names}
         probes = {n: server.probe_of(processes[n]) for n in names}
         results: dict = {}

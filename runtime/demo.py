@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from runtime.errors import UserError
 from runtime.net import free_port
+from runtime.serve_process import start_serve
 from runtime.text import ScoreBoard, cer
 
 
@@ -39,48 +37,19 @@ def _sample(data: Path, count: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(damaged, min(count, len(damaged)))
 
 
-def _wait_serving(client, process: subprocess.Popen, timeout: float = 120) -> None:
-    import grpc
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise UserError(f"the server exited with code {process.returncode} while starting")
-        try:
-            if client.health() == "SERVING":
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise UserError(f"the server was not SERVING within {timeout:.0f} s")
-
-
 def run(args: argparse.Namespace) -> int:
     from runtime.client import Client
 
     if not (args.artifact / "manifest.json").is_file():
         raise UserError(f"no artifact at {args.artifact}: run `make export` first")
     rows = _sample(args.data, args.rows, args.seed)
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "runtime.cli",
-        "serve",
-        "--artifact",
-        str(args.artifact),
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "warning",
-    ]
-    print(f"$ {' '.join(command[1:])}")
-    server = subprocess.Popen(command)
+    server = start_serve(
+        {"artifact": args.artifact, "port": free_port(), "metrics-port": 0, "log-level": "warning"}
+    )
+    print(f"$ {' '.join(server.argv[1:])}")
     try:
-        with Client(f"127.0.0.1:{port}") as client:
-            _wait_serving(client, server)
+        server.wait_ready(timeout=120)  # grpc.health.v1 says SERVING
+        with Client(server.target) as client:
             started = time.perf_counter()
             results = client.correct_batch([r["input"] for r in rows])
             seconds = time.perf_counter() - started
@@ -98,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
             f"rows made worse {board.harm_rate:.1%})"
         )
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(60)
+        code = server.stop(grace=60)["exit_code"]
     print(f"server stopped (exit code {code})")
     return 0 if code == 0 else 1
