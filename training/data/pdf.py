@@ -7,9 +7,9 @@ pdfminer.six). Each (page, extractor) gives a row ``input = extracted page text`
 trailing newline / page-break noise is stripped), ``target = the sentence``.
 
 Work is split into render tasks (one batch of ``pages_per_pdf`` sentences -> one PDF) and
-extract tasks (one PDF x one extractor), run on a spawn-safe process pool. Both are cached
-under ``cache_dir/pdf/``: PDFs by a content hash of everything that shapes them, extraction
-results per (PDF hash, extractor) as JSON, so a rerun only does new work.
+extract tasks (one PDF x one extractor), run on a ``TaskPool`` (training/data/pool.py). Both
+are cached under ``cache_dir/pdf/``: PDFs by a content hash of everything that shapes them,
+extraction results per (PDF hash, extractor) as JSON, so a rerun only does new work.
 
 A batch whose PDF has a page count different from its sentence count (a sentence overflowed
 its page) is re-rendered one PDF per sentence, so no row ever pairs one sentence's target
@@ -19,7 +19,6 @@ generator silently substituted another one) is dropped with a note.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import importlib.util
 import json
@@ -33,9 +32,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from pathlib import Path
 
 from runtime.extract import EXTRACTORS, SURROGATE, extractor_missing, extractor_version
@@ -44,6 +43,7 @@ from runtime.extract import extract_pdftotext as _extract_pdftotext
 from runtime.extract import extract_pypdf as _extract_pypdf
 from runtime.extract import package_version as _version
 from runtime.files import write_atomic
+from training.data.pool import TaskPool
 from training.data.rows import ChannelResult, make_row
 
 GENERATORS: tuple[str, ...] = ("fpdf2", "typst", "libreoffice")
@@ -560,22 +560,8 @@ def _extract_task(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Orchestration
-
-
-class _InlineExecutor:
-    """Runs tasks in this process when ``workers <= 1`` (same interface as the pool)."""
-
-    def submit(self, fn, *args):
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+# Orchestration: make_rows checks what it was asked for and plans the batches (_plan_batches),
+# _RoundTrips renders and extracts them on a TaskPool, _add_rows turns what came back into rows.
 
 
 def _strip_trailing(text: str) -> str:
@@ -619,6 +605,41 @@ def _check_names(kind: str, asked: Sequence[str] | None, valid: Sequence[str]) -
     return list(dict.fromkeys(asked))
 
 
+def _check_fonts(asked: Sequence[str] | None, installed: dict[str, Path]) -> list[str]:
+    """The font families asked for (``DEFAULT_FONTS`` when None).
+
+    A name neither installed nor a default is a typo, and raises; a default that is not
+    installed is only noted later (``_usable``), with the package that has it.
+    """
+    if asked is None:
+        return list(DEFAULT_FONTS)
+    wanted = [asked] if isinstance(asked, str) else list(dict.fromkeys(asked))
+    unknown = [f for f in wanted if f not in installed and f not in DEFAULT_FONTS]
+    if unknown:
+        raise ValueError(f"unknown font {unknown!r}; installed Khmer fonts: {', '.join(installed)}")
+    return wanted
+
+
+def _usable(
+    names: Sequence[str], missing: Callable[[str], str | None], notes: list[str]
+) -> list[str]:
+    """The names ``missing(name)`` has no complaint about; the complaints go to ``notes``."""
+    usable = []
+    for name in names:
+        reason = missing(name)
+        if reason:
+            notes.append(reason)
+        else:
+            usable.append(name)
+    return usable
+
+
+def _font_missing(family: str) -> str | None:
+    if family in available_fonts():
+        return None
+    return f"font {family!r} not found: apt-get install {_font_package(family)}"
+
+
 def _font_embedded(fonts: Sequence[str], config: dict) -> bool:
     """Whether the requested face is among the PDF's fonts (generators substitute silently)."""
     family, postscript = _font_names(config["font_path"])
@@ -634,84 +655,23 @@ def _font_error(family: str, fonts: Sequence[str]) -> str:
     )
 
 
-def make_rows(
+def _plan_batches(
     sentences: Sequence[str],
     *,
     seed: int,
-    cache_dir: Path,
-    workers: int = os.cpu_count(),
-    pages_per_pdf: int = 100,
-    generators: Sequence[str] | None = None,
-    extractors: Sequence[str] | None = None,
-    fonts: Sequence[str] | None = None,
-    progress: bool = True,
-) -> ChannelResult:
-    """Render ``sentences`` one per page, extract every page, return (extracted, clean) rows.
-
-    Sentences go in batches of ``pages_per_pdf``; batch i gets a generator x font pair (all
-    pairs in turn) and a page setup drawn from ``seed`` and i. Rows come batch by batch,
-    sentence by sentence, extractor by extractor (``EXTRACTORS`` order), whatever order the
-    workers finish in. Notes say what was skipped and why, and count the work done and the
-    work found in the cache (``rendered N PDFs (M cached)``).
-    """
-    from tqdm import tqdm
-
-    result = ChannelResult()
-    notes = result.notes
-    generator_names = _check_names("generator", generators, GENERATORS)
-    extractor_names = _check_names("extractor", extractors, EXTRACTORS)
-    if pages_per_pdf < 1:
-        raise ValueError("pages_per_pdf must be at least 1")
-
+    pages_per_pdf: int,
+    generators: Sequence[str],
+    fonts: Sequence[str],
+) -> list[_Batch]:
+    """Batch i: the next ``pages_per_pdf`` sentences, generator x font pair i (all pairs in
+    turn), a page setup drawn from (seed, i), and one PDF for all its sentences."""
     installed = available_fonts()
-    if fonts is None:
-        wanted_fonts = list(DEFAULT_FONTS)
-    else:
-        wanted_fonts = [fonts] if isinstance(fonts, str) else list(dict.fromkeys(fonts))
-        unknown = [f for f in wanted_fonts if f not in installed and f not in DEFAULT_FONTS]
-        if unknown:
-            raise ValueError(
-                f"unknown font {unknown!r}; installed Khmer fonts: {', '.join(installed)}"
-            )
-    font_names = []
-    for family in wanted_fonts:
-        if family in installed:
-            font_names.append(family)
-        else:
-            notes.append(f"font {family!r} not found: apt-get install {_font_package(family)}")
-    usable_generators = []
-    for name in generator_names:
-        missing = _generator_missing(name)
-        notes.extend([missing] if missing else [])
-        usable_generators += [] if missing else [name]
-    usable_extractors = []
-    for name in extractor_names:
-        missing = extractor_missing(name)
-        notes.extend([missing] if missing else [])
-        usable_extractors += [] if missing else [name]
-
-    clean = [s for s in sentences if isinstance(s, str) and s.strip()]
-    if len(clean) < len(sentences):
-        notes.append(f"pdf: skipped {len(sentences) - len(clean)} empty sentences")
-    if not (usable_generators and usable_extractors and font_names and clean):
-        notes.append("pdf: nothing to do (no usable generator, extractor, font or sentence)")
-        return result
-
-    pdf_dir = Path(cache_dir) / "pdf"
-    text_dir = pdf_dir / "text"
-    text_dir.mkdir(parents=True, exist_ok=True)
     fallback = _latin_fallback()
     soffice = _soffice()
-    pdftotext = shutil.which("pdftotext")
-    gen_versions = {g: _generator_version(g) for g in usable_generators}
-    ext_versions = {
-        e: f"{EXTRACTOR_VERSION};{extractor_version(e, pdftotext)}" for e in usable_extractors
-    }
-    n_ext = len(usable_extractors)
-
-    combos = _combos(usable_generators, font_names, seed)
+    gen_versions = {g: _generator_version(g) for g in generators}
+    combos = _combos(generators, fonts, seed)
     batches: list[_Batch] = []
-    for index, start in enumerate(range(0, len(clean), pages_per_pdf)):
+    for index, start in enumerate(range(0, len(sentences), pages_per_pdf)):
         generator, family = combos[index % len(combos)]
         setup = _page_setup(seed, index)
         font_path = str(installed[family])
@@ -725,54 +685,81 @@ def make_rows(
             "setup": asdict(setup),
         }
         config = {**hashed, "font_path": font_path, "fallback_path": fallback, "soffice": soffice}
-        chunk = clean[start : start + pages_per_pdf]
+        chunk = list(sentences[start : start + pages_per_pdf])
         doc = _Doc(_doc_hash(hashed, chunk), list(range(len(chunk))))
         batches.append(_Batch(index, chunk, generator, family, setup, config, hashed, [doc]))
+    return batches
 
-    stats = {"rendered": 0, "render_cached": 0, "extracted": 0, "extract_cached": 0}
-    timing: dict[str, dict[str, list[float]]] = {"render": {}, "extract": {}}
-    texts: dict[tuple[str, str], list[str | None]] = {}  # (pdf hash, extractor) -> pages
-    pending: dict[cf.Future, tuple] = {}
-    executor: cf.Executor | _InlineExecutor | None = None
-    # One unit per batch render, one per (PDF, extractor).
-    bar = tqdm(
-        total=len(batches) * (1 + n_ext), desc="pdf channel", unit="task", disable=not progress
-    )
 
-    def submit(fn, job: dict, entry: tuple, tries: int = 0) -> None:
-        """Queue a task; a pool whose worker died (killed, crashed) is replaced once per task."""
-        nonlocal executor
-        if executor is None:
-            if (workers or 1) <= 1:
-                executor = _InlineExecutor()
-            else:
-                context = multiprocessing.get_context("spawn")
-                executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        pending[executor.submit(fn, job)] = (*entry, fn, job, tries, executor)
+class _RoundTrips:
+    """Renders every batch and reads every PDF back, on a ``TaskPool``.
 
-    def text_cache(doc_hash: str, extractor: str) -> Path:
-        return text_dir / f"{doc_hash}.{extractor}.json"
+    A batch goes: render (or find its PDFs cached) -> check the page count and the embedded
+    font -> extract each good PDF with each extractor (or find the text cached). Each step is
+    a method; each task's tag is the method its result goes to (``run`` calls it), and that
+    method queues the next step, so batches move on independently, whatever order the workers
+    finish in. A batch whose page count is off goes round again, one PDF per sentence.
 
-    def schedule_renders(batch: _Batch) -> None:
+    ``texts`` holds what was read, by (PDF hash, extractor); ``stats`` and ``timing`` count
+    the work for the closing notes. ``bar`` counts one unit per batch render and one per
+    (PDF, extractor), cached, dropped and failed ones included.
+    """
+
+    def __init__(self, pool: TaskPool, bar, pdf_dir: Path, extractors: Sequence[str]) -> None:
+        self.pool = pool
+        self.bar = bar
+        self.pdf_dir = pdf_dir
+        self.extractors = list(extractors)
+        self.pdftotext = shutil.which("pdftotext")
+        self.versions = {
+            e: f"{EXTRACTOR_VERSION};{extractor_version(e, self.pdftotext)}" for e in extractors
+        }
+        self.texts: dict[tuple[str, str], list[str | None]] = {}  # (pdf hash, extractor) -> pages
+        self.stats = {"rendered": 0, "render_cached": 0, "extracted": 0, "extract_cached": 0}
+        self.timing: dict[str, dict[str, list[float]]] = {"render": {}, "extract": {}}
+
+    def run(self, batches: Sequence[_Batch]) -> None:
+        for batch in batches:
+            self._render(batch)
+        for then, value, error in self.pool.finished():
+            then({"error": error} if error is not None else value)
+
+    def _text_cache(self, doc_hash: str, extractor: str) -> Path:
+        return self.pdf_dir / "text" / f"{doc_hash}.{extractor}.json"
+
+    def _render(self, batch: _Batch) -> None:
+        """Take the batch's cached PDFs; send the others to a render task."""
         todo = []
         for doc in batch.docs:
-            meta = _read_json(pdf_dir / f"{doc.hash}.json")
-            if meta and "pages" in meta and (pdf_dir / f"{doc.hash}.pdf").is_file():
-                stats["render_cached"] += 1
-                doc_rendered(batch, doc, meta)
+            meta = _read_json(self.pdf_dir / f"{doc.hash}.json")
+            if meta and "pages" in meta and (self.pdf_dir / f"{doc.hash}.pdf").is_file():
+                self.stats["render_cached"] += 1
+                self._doc_rendered(batch, doc, meta)
             else:
                 todo.append(doc)
         if not todo:
-            batch_rendered(batch)
+            self._batch_rendered(batch)
             return
         job = {
             "config": batch.config,
-            "pdf_dir": str(pdf_dir),
+            "pdf_dir": str(self.pdf_dir),
             "docs": [(d.hash, [batch.sentences[i] for i in d.sentences]) for d in todo],
         }
-        submit(_render_task, job, ("render", batch, todo))
+        self.pool.submit(_render_task, job, tag=partial(self._rendered, batch, todo))
 
-    def doc_rendered(batch: _Batch, doc: _Doc, meta: dict) -> None:
+    def _rendered(self, batch: _Batch, todo: list[_Doc], value: dict) -> None:
+        """A render task's result (see ``_render_task``)."""
+        if "error" in value:  # the whole task failed
+            value = {"docs": [{"hash": d.hash, **value} for d in todo], "seconds": 0}
+        for doc, meta in zip(todo, value["docs"], strict=True):
+            self._doc_rendered(batch, doc, meta)
+            self.stats["rendered"] += "error" not in meta
+        spent = self.timing["render"].setdefault(batch.generator, [0.0, 0])
+        spent[0] += value["seconds"]
+        spent[1] += sum(meta.get("pages", 0) for meta in value["docs"])
+        self._batch_rendered(batch)
+
+    def _doc_rendered(self, batch: _Batch, doc: _Doc, meta: dict) -> None:
         if "error" in meta:
             doc.error = meta["error"]
             return
@@ -780,11 +767,12 @@ def make_rows(
         if not _font_embedded(meta.get("fonts", []), batch.config):
             doc.error = _font_error(batch.family, meta.get("fonts", []))
 
-    def batch_rendered(batch: _Batch) -> None:
+    def _batch_rendered(self, batch: _Batch) -> None:
         """Every doc of the batch has a page count or an error: split, drop or extract."""
+        n_ext = len(self.extractors)
         first = batch.docs[0]
         if not batch.split:
-            bar.update(1)
+            self.bar.update(1)
             if first.error is None and first.pages != len(batch.sentences):
                 batch.split = True
                 batch.notes.append(
@@ -794,87 +782,83 @@ def make_rows(
                 batch.docs = [
                     _Doc(_doc_hash(batch.hashed, [s]), [i]) for i, s in enumerate(batch.sentences)
                 ]
-                bar.total += (len(batch.docs) - 1) * n_ext
-                bar.refresh()
-                schedule_renders(batch)
+                self.bar.total += (len(batch.docs) - 1) * n_ext
+                self.bar.refresh()
+                self._render(batch)
                 return
         bad = [doc for doc in batch.docs if doc.error]
         if bad:
             errors = "; ".join(sorted({doc.error or "" for doc in bad}))[:400]
-            bar.update(len(bad) * n_ext)
+            self.bar.update(len(bad) * n_ext)
             if len(bad) == len(batch.docs):
                 batch.dropped = errors
             else:
                 batch.notes.append(f"pdf: {batch.label}: {len(bad)} sentences dropped: {errors}")
         for doc in batch.docs:
-            if doc.error:
+            if not doc.error:
+                self._extract(batch, doc)
+
+    def _extract(self, batch: _Batch, doc: _Doc) -> None:
+        """Take the doc's cached texts; send each other extractor to an extract task."""
+        for extractor in self.extractors:
+            cache = self._text_cache(doc.hash, extractor)
+            cached = _read_json(cache)
+            if cached and cached.get("version") == self.versions[extractor]:
+                self.texts[(doc.hash, extractor)] = cached.get("pages") or []
+                self.stats["extract_cached"] += 1
+                self.bar.update(1)
                 continue
-            for extractor in usable_extractors:
-                cached = _read_json(text_cache(doc.hash, extractor))
-                if cached and cached.get("version") == ext_versions[extractor]:
-                    texts[(doc.hash, extractor)] = cached.get("pages") or []
-                    stats["extract_cached"] += 1
-                    bar.update(1)
-                    continue
-                job = {
-                    "extractor": extractor,
-                    "pdf": str(pdf_dir / f"{doc.hash}.pdf"),
-                    "exe": pdftotext,
-                    "version": ext_versions[extractor],
-                    "cache": str(text_cache(doc.hash, extractor)),
-                }
-                submit(_extract_task, job, ("extract", batch, doc, extractor))
+            job = {
+                "extractor": extractor,
+                "pdf": str(self.pdf_dir / f"{doc.hash}.pdf"),
+                "exe": self.pdftotext,
+                "version": self.versions[extractor],
+                "cache": str(cache),
+            }
+            self.pool.submit(
+                _extract_task, job, tag=partial(self._extracted, batch, doc, extractor)
+            )
 
-    try:
-        for batch in batches:
-            schedule_renders(batch)
-        while pending:
-            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                *entry, fn, job, tries, owner = pending.pop(future)
-                kind, batch, *rest = entry
-                try:
-                    value = future.result()
-                except (cf.process.BrokenProcessPool, cf.CancelledError) as exc:
-                    if tries == 0:  # a worker died (killed, out of memory): new pool, retry
-                        if executor is owner:
-                            owner.shutdown(wait=False, cancel_futures=True)
-                            executor = None
-                        submit(fn, job, tuple(entry), tries + 1)
-                        continue
-                    value = {"error": f"worker died twice: {exc}"[:500]}
-                except Exception as exc:
-                    value = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-                if kind == "render":
-                    (todo,) = rest
-                    if "error" in value:  # the whole task failed
-                        value = {"docs": [{"hash": d.hash, **value} for d in todo], "seconds": 0}
-                    for doc, meta in zip(todo, value["docs"], strict=True):
-                        doc_rendered(batch, doc, meta)
-                        stats["rendered"] += "error" not in meta
-                    spent = timing["render"].setdefault(batch.generator, [0.0, 0])
-                    spent[0] += value["seconds"]
-                    spent[1] += sum(meta.get("pages", 0) for meta in value["docs"])
-                    batch_rendered(batch)
-                    continue
-                doc, extractor = rest
-                bar.update(1)
-                if "error" in value:
-                    batch.notes.append(
-                        f"pdf: {extractor} failed on {batch.label}: {value['error']}"
-                    )
-                    continue
-                texts[(doc.hash, extractor)] = value["pages"]
-                stats["extracted"] += 1
-                spent = timing["extract"].setdefault(extractor, [0.0, 0])
-                spent[0] += value["seconds"]
-                spent[1] += len(value["pages"])
-    finally:
-        bar.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+    def _extracted(self, batch: _Batch, doc: _Doc, extractor: str, value: dict) -> None:
+        """An extract task's result (see ``_extract_task``)."""
+        self.bar.update(1)
+        if "error" in value:
+            batch.notes.append(f"pdf: {extractor} failed on {batch.label}: {value['error']}")
+            return
+        self.texts[(doc.hash, extractor)] = value["pages"]
+        self.stats["extracted"] += 1
+        spent = self.timing["extract"].setdefault(extractor, [0.0, 0])
+        spent[0] += value["seconds"]
+        spent[1] += len(value["pages"])
 
-    # Rows in a fixed order, whatever order the work finished in.
+    def summary(self, rows: int, sentences: int) -> list[str]:
+        """The closing notes: the work done and found cached, and the speeds."""
+        stats = self.stats
+        notes = [
+            f"pdf: rendered {stats['rendered']} PDFs ({stats['render_cached']} cached), "
+            f"extracted {stats['extracted']} PDF x extractor ({stats['extract_cached']} cached), "
+            f"{rows} rows from {sentences} sentences"
+        ]
+        for kind in ("render", "extract"):
+            speeds = ", ".join(
+                f"{name} {pages / seconds:.0f}"
+                for name, (seconds, pages) in sorted(self.timing[kind].items())
+                if seconds > 0 and pages
+            )
+            if speeds:
+                notes.append(f"pdf: {kind} pages/s per worker: {speeds}")
+        return notes
+
+
+def _add_rows(
+    result: ChannelResult,
+    batches: Sequence[_Batch],
+    texts: dict[tuple[str, str], list[str | None]],
+    extractors: Sequence[str],
+) -> None:
+    """Rows (and each batch's notes) in a fixed order, whatever order the work finished in:
+    batch by batch, sentence by sentence, extractor by extractor."""
+    notes = result.notes
     empty = mismatched = 0
     for batch in batches:
         notes.extend(sorted(batch.notes))
@@ -887,7 +871,7 @@ def make_rows(
             if doc.error:
                 continue
             by_extractor: dict[str, list[str | None]] = {}
-            for extractor in usable_extractors:
+            for extractor in extractors:
                 pages = texts.get((doc.hash, extractor))
                 if pages is None:  # the extraction failed (noted above)
                     continue
@@ -915,22 +899,68 @@ def make_rows(
                             font_size=batch.setup.font_size,
                         )
                     )
-
     if mismatched:
         notes.append(f"pdf: {mismatched} extractions skipped (page count differs from the PDF)")
     if empty:
         notes.append(f"pdf: {empty} pages extracted as empty or failed text (no row)")
-    notes.append(
-        f"pdf: rendered {stats['rendered']} PDFs ({stats['render_cached']} cached), "
-        f"extracted {stats['extracted']} PDF x extractor ({stats['extract_cached']} cached), "
-        f"{len(result.rows)} rows from {len(clean)} sentences"
+
+
+def make_rows(
+    sentences: Sequence[str],
+    *,
+    seed: int,
+    cache_dir: Path,
+    workers: int = os.cpu_count(),
+    pages_per_pdf: int = 100,
+    generators: Sequence[str] | None = None,
+    extractors: Sequence[str] | None = None,
+    fonts: Sequence[str] | None = None,
+    progress: bool = True,
+) -> ChannelResult:
+    """Render ``sentences`` one per page, extract every page, return (extracted, clean) rows.
+
+    Sentences go in batches of ``pages_per_pdf``; batch i gets a generator x font pair (all
+    pairs in turn) and a page setup drawn from ``seed`` and i. Rows come batch by batch,
+    sentence by sentence, extractor by extractor (``EXTRACTORS`` order), whatever order the
+    workers finish in. Notes say what was skipped and why, and count the work done and the
+    work found in the cache (``rendered N PDFs (M cached)``).
+    """
+    from tqdm import tqdm
+
+    # What was asked for: a name that does not exist raises, a tool not installed is noted.
+    generator_names = _check_names("generator", generators, GENERATORS)
+    extractor_names = _check_names("extractor", extractors, EXTRACTORS)
+    if pages_per_pdf < 1:
+        raise ValueError("pages_per_pdf must be at least 1")
+    font_names = _check_fonts(fonts, available_fonts())
+    result = ChannelResult()
+    notes = result.notes
+    font_names = _usable(font_names, _font_missing, notes)
+    generator_names = _usable(generator_names, _generator_missing, notes)
+    extractor_names = _usable(extractor_names, extractor_missing, notes)
+    clean = [s for s in sentences if isinstance(s, str) and s.strip()]
+    if len(clean) < len(sentences):
+        notes.append(f"pdf: skipped {len(sentences) - len(clean)} empty sentences")
+    if not (generator_names and extractor_names and font_names and clean):
+        notes.append("pdf: nothing to do (no usable generator, extractor, font or sentence)")
+        return result
+
+    pdf_dir = Path(cache_dir) / "pdf"
+    (pdf_dir / "text").mkdir(parents=True, exist_ok=True)
+    batches = _plan_batches(
+        clean,
+        seed=seed,
+        pages_per_pdf=pages_per_pdf,
+        generators=generator_names,
+        fonts=font_names,
     )
-    for kind in ("render", "extract"):
-        speeds = ", ".join(
-            f"{name} {pages / seconds:.0f}"
-            for name, (seconds, pages) in sorted(timing[kind].items())
-            if seconds > 0 and pages
-        )
-        if speeds:
-            notes.append(f"pdf: {kind} pages/s per worker: {speeds}")
+    total = len(batches) * (1 + len(extractor_names))
+    with (
+        TaskPool(workers) as pool,
+        tqdm(total=total, desc="pdf channel", unit="task", disable=not progress) as bar,
+    ):
+        work = _RoundTrips(pool, bar, pdf_dir, extractor_names)
+        work.run(batches)
+    _add_rows(result, batches, work.texts, extractor_names)
+    notes.extend(work.summary(len(result.rows), len(clean)))
     return result
