@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from runtime.files import write_atomic
 from runtime.text.metrics import cer
+from training.data.pool import TaskPool
 from training.data.rows import ChannelResult, MissingTool, make_row
 
 FONTS_DIR = Path("/usr/share/fonts/truetype")
@@ -328,20 +328,15 @@ def make_rows(
         write_atomic(_cache_path(cache_dir, key), json.dumps(record, ensure_ascii=False))
         records[key] = record
 
-    with tqdm(total=len(todo), desc="ocr", unit="sent", disable=not progress) as bar:
-        if workers <= 1 or len(todo) <= 1:
-            for key, (sentence, settings) in todo.items():
-                finish(key, _job(sentence, settings, fallback))
-                bar.update()
-        elif todo:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                futures = {
-                    pool.submit(_job, sentence, settings, fallback): key
-                    for key, (sentence, settings) in todo.items()
-                }
-                for future in as_completed(futures):
-                    finish(futures[future], future.result())
-                    bar.update()
+    with (
+        TaskPool(min(workers, len(todo))) as pool,
+        tqdm(total=len(todo), desc="ocr", unit="sent", disable=not progress) as bar,
+    ):
+        for key, (sentence, settings) in todo.items():
+            pool.submit(_job, sentence, settings, fallback, tag=key)
+        for key, outcome, error in pool.finished():  # error: the task raised or its worker died
+            finish(key, outcome if error is None else (None, todo[key][1].font, error))
+            bar.update()
 
     empty = hopeless = 0
     for sentence, settings, key in plans:
