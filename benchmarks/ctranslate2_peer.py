@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import BenchContext, device_name, environment, slug, spread
-from benchmarks.decoding import Piece, leaf_group, make_batches, pad, sample_rows
+from benchmarks.decoding import RowPiece, leaf_group, make_batches, pad, sample_rows
 from runtime.artifact import Artifact, load_artifact
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode
 from runtime.engines.onnx import OnnxEngine
@@ -360,11 +360,11 @@ def _lead(engine, source: list[int], prefix: list[int], ours: int, theirs: int) 
     return float(logits[0, -1, ours] - logits[0, -1, theirs])
 
 
-def _identity(pieces: list[Piece], batch_size: int, vocab, engine, examples: int = 8) -> dict:
+def _identity(pieces: list[RowPiece], batch_size: int, vocab, engine, examples: int = 8) -> dict:
     """CTranslate2's output ids vs our greedy ones, piece by piece; a row is identical when all
     its pieces are. Our aggressive vs greedy is counted too (it must be 0)."""
 
-    def out(piece: Piece, name: str) -> list[int]:
+    def out(piece: RowPiece, name: str) -> list[int]:
         return piece.out[f"{name}/b{batch_size}"].ids
 
     differing = [p for p in pieces if out(p, "ctranslate2") != out(p, "ours_greedy")]
@@ -466,7 +466,7 @@ def run(
 
     sampled = sample_rows(Path(ctx.data) / "test.jsonl", rows, ctx.seed)
     pieces = [
-        Piece(index, leaf_group(row), text, vocab.encode(text))
+        RowPiece(index, leaf_group(row), text, vocab.encode(text))
         for index, row in enumerate(sampled)
         for text in prepare(row["input"], vocab, max_src_len).model_inputs
     ]

@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.common import BenchContext, device_name, environment, slug, spread
 from runtime.artifact import load_artifact
+from runtime.corrector import pad_ids
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
 from runtime.engines import CacheOps
 from runtime.engines.onnx import OnnxEngine
@@ -90,7 +91,7 @@ def sample_rows(path: Path, rows: int, seed: int) -> list[dict]:
 
 
 @dataclass
-class Piece:
+class RowPiece:
     """One model input: a chunk of one test row, as the server would decode it."""
 
     row: int
@@ -104,11 +105,11 @@ class Piece:
     target: list[int] | None = None  # the reference's ids, for --oracle
 
 
-def make_batches(pieces: list[Piece], batch_size: int, seed: int) -> list[list[Piece]]:
+def make_batches(pieces: list[RowPiece], batch_size: int, seed: int) -> list[list[RowPiece]]:
     """Batches within one stratum each (so time is attributable), shortest first; the batches
     of all strata are then shuffled together (deterministically) so that any drift in the
     machine's speed spreads over every channel instead of landing on one."""
-    by_leaf: dict[str, list[Piece]] = defaultdict(list)
+    by_leaf: dict[str, list[RowPiece]] = defaultdict(list)
     for piece in pieces:
         by_leaf[piece.leaf].append(piece)
     batches = []
@@ -119,11 +120,8 @@ def make_batches(pieces: list[Piece], batch_size: int, seed: int) -> list[list[P
     return batches
 
 
-def pad(batch: list[Piece], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.full((len(batch), max(len(p.ids) for p in batch)), pad_id, dtype=np.int64)
-    for i, piece in enumerate(batch):
-        ids[i, : len(piece.ids)] = piece.ids
-    return ids, ids != pad_id
+def pad(batch: list[RowPiece], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    return pad_ids([piece.ids for piece in batch], pad_id)
 
 
 # ---------------------------------------------------------------------------------- running
@@ -340,7 +338,7 @@ def measure(args: argparse.Namespace) -> dict:
     for index, row in enumerate(rows):
         targets = _oracle_targets(row, vocab, max_src_len) if args.oracle else None
         for k, text in enumerate(prepare(row["input"], vocab, max_src_len).model_inputs):
-            piece = Piece(index, leaf_group(row), text, vocab.encode(text))
+            piece = RowPiece(index, leaf_group(row), text, vocab.encode(text))
             piece.target = targets[k] if targets else None
             pieces.append(piece)
     batches = make_batches(pieces, args.batch_size, args.seed)

@@ -31,7 +31,7 @@ from runtime.corrector import Corrector, ModelInfo
 from runtime.decoding import output_limits
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
-from runtime.pipeline import Corrected, Prepared, assemble, prepare
+from runtime.pipeline import ModelOutput, Prepared, assemble, prepare
 from runtime.service import Job
 
 NAME = "engines"
@@ -100,13 +100,13 @@ class CTranslate2Model:
         self.tokens = tokens_of(info.vocab)
         self.index = {token: i for i, token in enumerate(self.tokens)}
 
-    def run_batch(self, jobs: list[Job]) -> list[Corrected]:
+    def run_batch(self, jobs: list[Job]) -> list[ModelOutput]:
         sources = [[self.tokens[t] for t in self.vocab.encode(job.text)] for job in jobs]
         lengths = np.array([len(s) for s in sources])
         limits = output_limits(np.arange(lengths.max()) < lengths[:, None], self.max_tgt_len - 1)
         results = greedy(self.translator, sources, int(limits.max()))
         return [
-            Corrected(self.vocab.decode(self.index[t] for t in r.hypotheses[0][:limit]), [])
+            ModelOutput(self.vocab.decode(self.index[t] for t in r.hypotheses[0][:limit]), [])
             for r, limit in zip(results, limits, strict=True)
         ]
 
@@ -217,7 +217,7 @@ def make_groups(lines: list[str], batch_size: int, model) -> list[Group]:
 
 def correct_group(model, group: Group) -> list[str]:
     """Every line of the group corrected: its pieces batch by batch, then put back together."""
-    corrected: list[Corrected] = [Corrected("", [])] * len(group.jobs)
+    corrected: list[ModelOutput] = [ModelOutput("", [])] * len(group.jobs)
     for batch in group.batches:
         results = model.run_batch([group.jobs[i] for i in batch])
         for i, result in zip(batch, results, strict=True):

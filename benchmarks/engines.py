@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import BenchContext, device_name, environment, spread
 from runtime.artifact import Artifact, load_artifact
+from runtime.corrector import pad_ids
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
@@ -110,10 +111,7 @@ def make_groups(lines: list[str], batch_size: int, artifact: Artifact) -> list[G
         group = Group(sum(map(len, members)), [], [len(p) for p in pieces])
         for i in range(0, len(pieces), batch_size):
             batch = pieces[i : i + batch_size]
-            ids = np.full((len(batch), len(batch[-1])), vocab.pad_id, dtype=np.int64)
-            for row, piece in enumerate(batch):
-                ids[row, : len(piece)] = piece
-            mask = ids != vocab.pad_id
+            ids, mask = pad_ids(batch, vocab.pad_id)
             # Each row's output limit, as the service sets it (runtime.corrector).
             group.batches.append((ids, mask, output_limits(mask, limits["max_tgt_len"] - 1)))
         groups.append(group)

@@ -23,7 +23,7 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from runtime.config import ServeConfig
-from runtime.server import load_corrector
+from runtime.corrector import Corrector
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workspace", type=Path, required=True, help="PyTriton's sockets and files")
     args = p.parse_args(argv)
 
-    settings = ServeConfig(
-        artifact=args.artifact, variant=args.variant, device=args.device, threads=args.threads
+    # Corrector, not runtime.server: our protobuf descriptors clash with tritonclient's here.
+    corrector = Corrector.load(
+        args.artifact, variant=args.variant, device=args.device, threads=args.threads or None
     )
-    corrector = load_corrector(settings)
 
     @batch
     def infer(TEXT: np.ndarray) -> dict[str, np.ndarray]:  # named after the input tensor

@@ -27,7 +27,7 @@ from runtime.editing import Gate, Plan, apply_edits, plan_edits
 from runtime.engines import Engine
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import TensorRTEngine
-from runtime.pipeline import Corrected, Correction, assemble, prepare
+from runtime.pipeline import Correction, ModelOutput, assemble, prepare
 from runtime.service import Job
 from runtime.text import Vocab
 
@@ -75,13 +75,12 @@ class ModelInfo:
         )
 
 
-def pad_ids(vocab: Vocab, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``texts`` as one right-padded id array ``[b, longest]`` and its mask (True on tokens)."""
-    encoded = [vocab.encode(t) for t in texts]
-    ids = np.full((len(texts), max(map(len, encoded))), vocab.pad_id, dtype=np.int64)
-    for row, tokens in enumerate(encoded):
+def pad_ids(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token-id rows as one right-padded array ``[b, longest]`` and its mask (True on tokens)."""
+    ids = np.full((len(rows), max(map(len, rows))), pad_id, dtype=np.int64)
+    for row, tokens in enumerate(rows):
         ids[row, : len(tokens)] = tokens
-    return ids, ids != vocab.pad_id
+    return ids, ids != pad_id
 
 
 class Corrector:
@@ -135,7 +134,7 @@ class Corrector:
             Job(piece, mode, decoding, min_confidence) for p in prepared for piece in p.model_inputs
         ]
         order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].text))
-        corrected: list[Corrected] = [Corrected("", [])] * len(jobs)
+        corrected: list[ModelOutput] = [ModelOutput("", [])] * len(jobs)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             for i, result in zip(batch, self.run_batch([jobs[i] for i in batch]), strict=True):
@@ -143,10 +142,10 @@ class Corrector:
         answers = iter(corrected)
         return [assemble(p, [next(answers) for _ in p.model_inputs]) for p in prepared]
 
-    def run_batch(self, jobs: list[Job]) -> list[Corrected]:
+    def run_batch(self, jobs: list[Job]) -> list[ModelOutput]:
         if self.is_editor:
             return self._edit(jobs)
-        results: list[Corrected | None] = [None] * len(jobs)
+        results: list[ModelOutput | None] = [None] * len(jobs)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault((job.mode, job.decoding), []).append(i)
@@ -160,8 +159,8 @@ class Corrector:
                 results[i] = result
         return results
 
-    def _decode(self, texts: list[str], decoding: str) -> list[Corrected]:
-        ids, mask = pad_ids(self.vocab, texts)
+    def _decode(self, texts: list[str], decoding: str) -> list[ModelOutput]:
+        ids, mask = pad_ids([self.vocab.encode(t) for t in texts], self.vocab.pad_id)
         # Within the exported profiles: past + new tokens ≤ max_tgt_len + 1, new tokens ≤ max_n.
         max_len = output_limits(mask, self.max_tgt_len - 1)
         if decoding == "greedy":
@@ -172,7 +171,7 @@ class Corrector:
 
     def plan(self, texts: list[str]) -> list[Plan]:
         """The editor's edits of each text (one pass for all), before the gate."""
-        ids, mask = pad_ids(self.vocab, texts)
+        ids, mask = pad_ids([self.vocab.encode(t) for t in texts], self.vocab.pad_id)
         labels, probs = self.engine.edit(ids, mask)
         config = self.info.config
         # The editor's labels: vocabulary ids, then blank (= vocab_size), then KEEP.
@@ -184,7 +183,7 @@ class Corrector:
         ids = self.vocab.encode(" ")
         return ids[0] if len(ids) == 1 else None
 
-    def gated(self, text: str, plan: Plan, gate: Gate | float | None = None) -> Corrected:
+    def gated(self, text: str, plan: Plan, gate: Gate | float | None = None) -> ModelOutput:
         """``text`` with the planned edits that pass the gate: the calibrated one, or a
         request's ``min_confidence``, one threshold for every edit."""
         edited = apply_edits(plan, self.gate if gate is None else gate)
@@ -196,9 +195,9 @@ class Corrector:
             if ch:
                 chars.append(ch)
                 confidence.append(prob)
-        return Corrected("".join(chars), confidence)
+        return ModelOutput("".join(chars), confidence)
 
-    def _edit(self, jobs: list[Job]) -> list[Corrected]:
+    def _edit(self, jobs: list[Job]) -> list[ModelOutput]:
         """One pass for the whole batch; each row gated at its job's threshold."""
         plans = self.plan([job.text for job in jobs])
         return [
@@ -206,9 +205,9 @@ class Corrector:
             for plan, job in zip(plans, jobs, strict=True)
         ]
 
-    def _substitute(self, texts: list[str]) -> list[Corrected]:
+    def _substitute(self, texts: list[str]) -> list[ModelOutput]:
         """One mapper pass: each character replaced by the model's choice for its position."""
-        ids, mask = pad_ids(self.vocab, texts)
+        ids, mask = pad_ids([self.vocab.encode(t) for t in texts], self.vocab.pad_id)
         logits = self.engine.substitution_logits(ids, mask)
         chosen = logits.argmax(-1)
         probs = 1.0 / np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)
@@ -219,14 +218,14 @@ class Corrector:
                 self.vocab.decode([int(c)]) or ch
                 for c, ch in zip(chosen[row, : len(text)], text, strict=True)
             ]
-            results.append(Corrected("".join(chars), probs[row, : len(text)].tolist()))
+            results.append(ModelOutput("".join(chars), probs[row, : len(text)].tolist()))
         return results
 
-    def _text(self, decoded: Decoded) -> Corrected:
+    def _text(self, decoded: Decoded) -> ModelOutput:
         chars, confidence = [], []
         for token, prob in zip(decoded.ids, decoded.probs, strict=True):
             ch = self.vocab.decode([token])  # specials decode to nothing
             if ch:
                 chars.append(ch)
                 confidence.append(prob)
-        return Corrected("".join(chars), confidence)
+        return ModelOutput("".join(chars), confidence)

@@ -21,7 +21,7 @@ from runtime.text import Span, Vocab, chunk, edit_spans, is_khmer, normalize, sp
 
 
 @dataclass(frozen=True)
-class Corrected:
+class ModelOutput:
     """A model piece as the decoder returns it: text and each output character's probability."""
 
     text: str
@@ -37,6 +37,8 @@ class ScoredSpan(Span):
 
 @dataclass(frozen=True)
 class Correction:
+    """The answer for one text: the corrected text and the edits that make it from the input."""
+
     text: str
     spans: list[ScoredSpan]
 
@@ -75,9 +77,9 @@ def prepare(text: str, vocab: Vocab, max_len: int) -> Prepared:
 
 
 def assemble(
-    prepared: Prepared, corrected: list[Corrected], *, with_spans: bool = True
+    prepared: Prepared, corrected: list[ModelOutput], *, with_spans: bool = True
 ) -> Correction:
-    """Corrected model pieces (in `model_inputs` order) back into one text, with its spans."""
+    """The model outputs of its pieces (in `model_inputs` order) back into one text, with spans."""
     if len(corrected) != sum(prepared.for_model):
         raise ValueError(f"{len(corrected)} corrections for {sum(prepared.for_model)} pieces")
     answers = iter(corrected)

@@ -4,7 +4,7 @@ grpc.health.v1 and reflection; Prometheus metrics on a second port.
 Lifecycle: the port opens at once with health NOT_SERVING; the artifact loads and warms up on
 a worker thread; health turns SERVING. On SIGTERM health turns NOT_SERVING, the port stops
 taking new RPCs, RPCs in flight and work already queued finish (up to the grace period), and
-the process exits. The servicers only translate between protobuf and `CorrectionService`;
+the process exits. The servicers only translate between protobuf and `RequestService`;
 error kinds map to status codes in one place (`_status_for`).
 """
 
@@ -30,7 +30,7 @@ from runtime.kserve_codec import INPUT_NAME, OUTPUT_NAME, MalformedTensor, pack_
 from runtime.metrics import Metrics
 from runtime.pipeline import Correction
 from runtime.security import BearerTokenCheck, read_token, server_credentials
-from runtime.service import CorrectionService, TextTooLong
+from runtime.service import RequestService, TextTooLong
 
 log = logging.getLogger("kmcorrect.server")
 
@@ -81,16 +81,16 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     return grpc.StatusCode.INTERNAL, f"correction failed: {type(exc).__name__}: {exc}", "internal"
 
 
-class Runtime:
+class ServingState:
     """What the servicers share: the service once loaded, metrics, limits, the config."""
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics(config.model_name)
-        self.service: CorrectionService | None = None
+        self.service: RequestService | None = None
         self.corrector: Corrector | None = None
 
-    def ready(self) -> CorrectionService:
+    def ready(self) -> RequestService:
         if self.service is None:
             raise NotReady("the model is still loading")
         return self.service
@@ -195,48 +195,48 @@ def load_corrector(config: ServeConfig) -> Corrector:
 
 
 class CorrectorServicer(corrector_pb2_grpc.CorrectorServicer):
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
 
     async def _one(self, request, deadline):
-        service = self.rt.ready()
-        options = _options(request.options, self.rt.config.decoding)
+        service = self.state.ready()
+        options = _options(request.options, self.state.config.decoding)
         correction = await service.correct(request.text, deadline=deadline, **options)
-        return _response(correction, self.rt.corrector.artifact_id, request.id)
+        return _response(correction, self.state.corrector.artifact_id, request.id)
 
     async def Correct(self, request, context):
-        return await self.rt.answer(
-            context, 1, lambda: self._one(request, self.rt.deadline(context))
+        return await self.state.answer(
+            context, 1, lambda: self._one(request, self.state.deadline(context))
         )
 
     async def CorrectBatch(self, request, context):
         async def work():
-            self.rt.check_batch(len(request.texts))
-            service = self.rt.ready()
-            options = _options(request.options, self.rt.config.decoding)
-            deadline = self.rt.deadline(context)
+            self.state.check_batch(len(request.texts))
+            service = self.state.ready()
+            options = _options(request.options, self.state.config.decoding)
+            deadline = self.state.deadline(context)
             corrections = await asyncio.gather(
                 *(service.correct(t, deadline=deadline, **options) for t in request.texts)
             )
-            artifact_id = self.rt.corrector.artifact_id
+            artifact_id = self.state.corrector.artifact_id
             return corrector_pb2.CorrectBatchResponse(
                 results=[_response(c, artifact_id) for c in corrections]
             )
 
-        return await self.rt.answer(context, len(request.texts), work)
+        return await self.state.answer(context, len(request.texts), work)
 
     async def CorrectStream(
         self, request_iterator, context
     ) -> AsyncIterator[corrector_pb2.CorrectResponse]:
         """Lines are corrected up to _STREAM_WINDOW at a time and answered in arrival order."""
         window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(_STREAM_WINDOW)
-        deadline = self.rt.deadline(context)
+        deadline = self.state.deadline(context)
 
         async def read():
             try:
                 async for request in request_iterator:
                     task = asyncio.ensure_future(
-                        self.rt.answer(context, 1, lambda r=request: self._one(r, deadline))
+                        self.state.answer(context, 1, lambda r=request: self._one(r, deadline))
                     )
                     await window.put(task)
             finally:
@@ -259,27 +259,27 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
     shape with their corrections. The request parameter `min_confidence` overrides the editor's
     gate (`_infer_min_confidence`); other parameters are ignored."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
 
     def _check_model(self, name: str) -> None:
-        if name != self.rt.config.model_name:
+        if name != self.state.config.model_name:
             raise UnknownModel(
-                f"unknown model {name!r}; this server serves {self.rt.config.model_name!r}"
+                f"unknown model {name!r}; this server serves {self.state.config.model_name!r}"
             )
 
     async def ServerLive(self, request, context):
         return kserve_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return kserve_pb2.ServerReadyResponse(ready=self.rt.service is not None)
+        return kserve_pb2.ServerReadyResponse(ready=self.state.service is not None)
 
     async def ModelReady(self, request, context):
         async def work():
             self._check_model(request.name)
-            return kserve_pb2.ModelReadyResponse(ready=self.rt.service is not None)
+            return kserve_pb2.ModelReadyResponse(ready=self.state.service is not None)
 
-        return await self.rt.answer(context, 0, work)
+        return await self.state.answer(context, 0, work)
 
     async def ServerMetadata(self, request, context):
         return kserve_pb2.ServerMetadataResponse(
@@ -291,14 +291,14 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
             self._check_model(request.name)
             tensor = kserve_pb2.ModelMetadataResponse.TensorMetadata
             return kserve_pb2.ModelMetadataResponse(
-                name=self.rt.config.model_name,
+                name=self.state.config.model_name,
                 versions=["1"],
                 platform="khmer-correct",
                 inputs=[tensor(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
                 outputs=[tensor(name=OUTPUT_NAME, datatype="BYTES", shape=[-1])],
             )
 
-        return await self.rt.answer(context, 0, work)
+        return await self.state.answer(context, 0, work)
 
     async def ModelInfer(self, request, context):
         texts: list[str] = []
@@ -306,18 +306,18 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
         async def work():
             self._check_model(request.model_name)
             texts.extend(_input_texts(request))
-            self.rt.check_batch(len(texts))
+            self.state.check_batch(len(texts))
             for output in request.outputs:
                 if output.name != OUTPUT_NAME:
                     raise BadRequest(f"unknown output {output.name!r}; the output is {OUTPUT_NAME}")
             min_confidence = _infer_min_confidence(request)
-            service = self.rt.ready()
-            deadline = self.rt.deadline(context)
+            service = self.state.ready()
+            deadline = self.state.deadline(context)
             corrections = await asyncio.gather(
                 *(
                     service.correct(
                         t,
-                        decoding=self.rt.config.decoding,
+                        decoding=self.state.config.decoding,
                         min_confidence=min_confidence,
                         with_spans=False,
                         deadline=deadline,
@@ -327,7 +327,7 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
             )
             shape = list(request.inputs[0].shape)
             return kserve_pb2.ModelInferResponse(
-                model_name=self.rt.config.model_name,
+                model_name=self.state.config.model_name,
                 model_version="1",
                 id=request.id,
                 outputs=[
@@ -338,7 +338,7 @@ class InferenceServicer(kserve_pb2_grpc.GRPCInferenceServiceServicer):
                 raw_output_contents=[pack_bytes([c.text.encode() for c in corrections])],
             )
 
-        return await self.rt.answer(context, len(texts) or 1, work)
+        return await self.state.answer(context, len(texts) or 1, work)
 
 
 def _input_texts(request: kserve_pb2.ModelInferRequest) -> list[str]:
@@ -370,7 +370,7 @@ class Server:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.runtime = Runtime(config)
+        self.state = ServingState(config)
         self.health = health_aio.HealthServicer()
         self.batcher: DynamicBatcher | None = None
         self.port: int | None = None
@@ -383,7 +383,7 @@ class Server:
         credentials = server_credentials(self.config)  # bad files fail before the port opens
         interceptors = []
         if self.config.auth_token_file:
-            refused = self.runtime.metrics.failure.labels(self.config.model_name, "unauthenticated")
+            refused = self.state.metrics.failure.labels(self.config.model_name, "unauthenticated")
             token = read_token(self.config.auth_token_file, "auth_token_file")
             interceptors.append(BearerTokenCheck(token, on_refused=refused.inc))
         self._grpc = grpc.aio.server(
@@ -395,10 +395,10 @@ class Server:
             ],
         )
         corrector_pb2_grpc.add_CorrectorServicer_to_server(
-            CorrectorServicer(self.runtime), self._grpc
+            CorrectorServicer(self.state), self._grpc
         )
         kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.runtime), self._grpc
+            InferenceServicer(self.state), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         services = [
@@ -429,7 +429,7 @@ class Server:
             security,
         )
         if self.config.metrics_port:
-            self._metrics_http = self.runtime.metrics.serve(
+            self._metrics_http = self.state.metrics.serve(
                 self.config.host, self.config.metrics_port
             )
 
@@ -444,21 +444,21 @@ class Server:
                 max_queue_size=self.config.max_queue_size,
                 bucket_width=self.config.bucket_width,
             ),
-            on_batch=self.runtime.metrics.observe_batch,
+            on_batch=self.state.metrics.observe_batch,
         )
-        self.runtime.metrics.pending.labels(self.config.model_name).set_function(
+        self.state.metrics.pending.labels(self.config.model_name).set_function(
             lambda: self.batcher.queued
         )
         self.batcher.start()
-        self.runtime.corrector = corrector
-        self.runtime.service = CorrectionService(
+        self.state.corrector = corrector
+        self.state.service = RequestService(
             self.batcher,
             corrector.vocab,
             piece_len=self.config.piece_len or corrector.max_src_len,
             max_text_chars=self.config.max_text_chars,
             pieces_in_flight=2 * self.config.max_batch_size,
         )
-        await self.runtime.service.correct("ខ្ញុំ​ស្រឡាញ់​ភាសាខ្មែរ")  # warm-up through the whole path
+        await self.state.service.correct("ខ្ញុំ​ស្រឡាញ់​ភាសាខ្មែរ")  # warm-up through the whole path
         for name in ["", *services]:
             await self.health.set(name, SERVING)
         log.info(

@@ -2,7 +2,7 @@
 
 The service prepares the text, submits its model pieces to the shared dynamic batcher (all
 pieces of all requests meet in one queue), awaits them, and assembles the answer. The gRPC
-servicers (domain and KServe v2) are thin translations onto `CorrectionService.correct`.
+servicers (domain and KServe v2) are thin translations onto `RequestService.correct`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from runtime.batcher import DynamicBatcher
-from runtime.pipeline import Corrected, Correction, assemble, prepare
+from runtime.pipeline import Correction, ModelOutput, assemble, prepare
 from runtime.text import Vocab
 
 
@@ -29,10 +29,13 @@ class Job:
     min_confidence: float | None = None  # the editor's gate; None: the artifact's calibrated
 
 
-class CorrectionService:
+class RequestService:
+    """Requests in, answers out, through the dynamic batcher all requests share (async); the
+    in-process `Corrector.correct` answers the same without a queue."""
+
     def __init__(
         self,
-        batcher: DynamicBatcher[Job, Corrected],
+        batcher: DynamicBatcher[Job, ModelOutput],
         vocab: Vocab,
         *,
         piece_len: int,
@@ -65,7 +68,7 @@ class CorrectionService:
         prepared = prepare(text, self.vocab, self.piece_len)
         window = asyncio.Semaphore(self.pieces_in_flight)
 
-        async def submit(piece: str) -> Corrected:
+        async def submit(piece: str) -> ModelOutput:
             async with window:
                 job = Job(piece, mode, decoding, min_confidence)
                 return await self.batcher.submit(job, length=len(piece), deadline=deadline)

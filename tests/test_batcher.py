@@ -186,8 +186,8 @@ def test_a_text_of_many_pieces_holds_a_bounded_window_and_corrects_each_distinct
     vocab,
 ):
     """Khmer cut up by emoji: 300 model pieces, 100 distinct, through a queue of 8 places."""
-    from runtime.pipeline import Corrected
-    from runtime.service import CorrectionService
+    from runtime.pipeline import ModelOutput
+    from runtime.service import RequestService
 
     words = [f"ក{chr(0x1780 + i // 10)}{chr(0x17B6 + i % 10)}" for i in range(100)]
     text = "😀".join(words * 3)
@@ -197,10 +197,10 @@ def test_a_text_of_many_pieces_holds_a_bounded_window_and_corrects_each_distinct
     def engine(jobs):
         seen.extend(job.text for job in jobs)
         peak.append(batcher.queued)
-        return [Corrected(job.text[::-1], [1.0] * len(job.text)) for job in jobs]
+        return [ModelOutput(job.text[::-1], [1.0] * len(job.text)) for job in jobs]
 
     async def main():
-        service = CorrectionService(
+        service = RequestService(
             batcher, vocab, piece_len=50, max_text_chars=10_000, pieces_in_flight=8
         )
         batcher.start()

@@ -10,8 +10,7 @@ import pytest
 from benchmarks import cli, editor, engines
 from benchmarks import ctranslate2_peer as peer
 from benchmarks.common import BenchContext
-from runtime.config import ServeConfig
-from runtime.corrector import load_corrector
+from runtime.corrector import Corrector
 
 pytest.importorskip("ctranslate2")  # the `bench` extra
 pytest.importorskip("matplotlib")
@@ -100,7 +99,7 @@ def test_answers_are_the_services(
     answers = editor.run_cell(contenders, lines, batch_size=3, repeats=1)["answers"]
 
     def served(path, variant="fp32"):
-        corrector = load_corrector(ServeConfig(artifact=str(path), variant=variant, threads=1))
+        corrector = Corrector.load(path, variant=variant, threads=1)
         return [c.text for c in corrector.correct(lines, decoding="greedy")]
 
     torch_corrector = checkpoint_corrector(checkpoint.load(char_transformer_run_dir))

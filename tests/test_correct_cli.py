@@ -7,7 +7,7 @@ from serving import Running, config
 from tiny import corrupt
 
 from kmcorrect.cli import main
-from runtime.corrector import load_corrector
+from runtime.server import load_corrector
 from tests.conftest import KHMER_SENTENCES
 
 LINES = [

@@ -18,9 +18,9 @@ from tiny import corrupt
 from kmcorrect.cli import main
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.client import AsyncClient, Client
-from runtime.corrector import load_corrector
 from runtime.kserve_codec import pack_bytes, unpack_bytes
 from runtime.pipeline import prepare
+from runtime.server import load_corrector
 from runtime.text import apply_spans, normalize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

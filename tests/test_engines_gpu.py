@@ -27,13 +27,13 @@ from tiny import corrupt, pad
 import runtime.engines.tensorrt as native
 from runtime.artifact import ENGINE_INFO, load_artifact, sha256_file
 from runtime.config import ServeConfig
-from runtime.corrector import load_corrector
 from runtime.decoding import aggressive_decode, greedy_decode
 from runtime.engines import CacheOps
 from runtime.engines.cuda_memory import DeviceArray, HostMemory, require_cudart
 from runtime.engines.onnx import OnnxEngine
 from runtime.engines.tensorrt import Gpu, TensorRTEngine, require_tensorrt_runtime
 from runtime.errors import UserError
+from runtime.server import load_corrector
 from tests.conftest import KHMER_SENTENCES
 
 

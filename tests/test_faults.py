@@ -88,7 +88,7 @@ def test_an_engine_exception_fails_only_its_batch(faulty):
         else:
             assert not isinstance(outcome, Exception), outcome
             assert outcome.text
-    metrics = running.server.runtime.metrics
+    metrics = running.server.state.metrics
     internal = metrics.failure.labels(metrics.model, "internal")._value.get()
     assert internal == sum(isinstance(o, Exception) for o in outcomes) >= 1
     with Client(running.target) as c:  # still serving, and says so

@@ -16,8 +16,8 @@ from serving import Running, config
 from strategies import hostile_text
 
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
-from runtime.corrector import load_corrector
 from runtime.kserve_codec import pack_bytes, unpack_bytes
+from runtime.server import load_corrector
 from runtime.text import apply_spans, normalize
 from runtime.text.spans import Span
 

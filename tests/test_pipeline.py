@@ -3,16 +3,16 @@
 from hypothesis import given, settings
 from strategies import any_text
 
-from runtime.pipeline import Corrected, assemble, prepare
+from runtime.pipeline import ModelOutput, assemble, prepare
 from runtime.text import Vocab, apply_spans, normalize
 
 VOCAB = Vocab.default()
 
 
-def fix_pdf_damage(text: str) -> Corrected:
+def fix_pdf_damage(text: str) -> ModelOutput:
     """A deterministic 'model': removes spaces before Khmer signs, doubles nothing else."""
     out = text.replace(" ា", "ា").replace(" ្", "្")
-    return Corrected(out, [0.9] * len(out))
+    return ModelOutput(out, [0.9] * len(out))
 
 
 def correct(text: str, max_len: int = 40):

@@ -259,7 +259,7 @@ def _reflection(channel, metadata):
     "call", [_correct, _correct_batch, _correct_stream, _infer, _server_ready, _reflection]
 )
 def test_token_is_checked_on_every_service_but_health(tls_server, certs, call):
-    registry = tls_server.server.runtime.metrics.registry
+    registry = tls_server.server.state.metrics.registry
     labels = {"model": "khmer-correct", "reason": "unauthenticated"}
     refused_before = registry.get_sample_value("nv_inference_request_failure_total", labels) or 0
     with grpc.secure_channel(tls_server.target, _tls(certs)) as channel:

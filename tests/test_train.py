@@ -18,7 +18,7 @@ from runtime.errors import UserError
 from runtime.text import Vocab, chunk
 from training import checkpoint
 from training.batching import bucketed_batches, padded_tokens
-from training.train import TrainConfig, evaluate, load_split, train
+from training.train import TrainConfig, load_split, train, validate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,7 +181,7 @@ def test_checkpoints_round_trip(data: Path, tmp_path: Path):
         assert any(k.startswith("optim.") for k in ck.tensors)
         assert "rng.cpu.0" in ck.tensors
         # The weights that were validated give the recorded CER and loss again.
-        val_loss, board = evaluate(ck.model, val_set, vocab, cfg, torch.device("cpu"), None)
+        val_loss, board = validate(ck.model, val_set, vocab, cfg, torch.device("cpu"), None)
         assert board.cer_after == ck.meta["metrics"]["val_cer"]
         assert val_loss == pytest.approx(ck.meta["metrics"]["val_loss"], rel=1e-5)
     assert checkpoint.load(tmp_path / "run", "best").meta["progress"]["best_cer"] == result.best_cer

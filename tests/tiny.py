@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from export.config import ExportConfig
+from runtime.corrector import pad_ids
 
 # A 24-wide model is the worst case for int8 (its CER change swings by about ±0.01 with the
 # seed), so the bound here is looser than the default; that a bound fails an export is tested
@@ -25,10 +26,8 @@ def corrupt(text: str, rng: random.Random) -> str:
 
 
 def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    return ids, ids != 0
+    """Rows of the default vocabulary's ids (pad 0), padded as the Corrector pads them."""
+    return pad_ids(rows, 0)
 
 
 @torch.no_grad()

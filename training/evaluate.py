@@ -1,4 +1,4 @@
-"""Evaluation: correct a split with a checkpoint, score it as DESIGN.md "Metrics" says, report.
+"""Evaluation: correct a split with a checkpoint, score it as docs/design.md "Metrics" says, report.
 
     evaluate        corrections through the serving Corrector, then ScoreBoards overall, per
                     channel, per channel × metadata value

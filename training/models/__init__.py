@@ -34,7 +34,7 @@ Masks are booleans, True = real token; all sequences are right-padded. Positions
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -81,7 +81,7 @@ def build_config(name: str, vocab_size: int, preset: str = "default", **override
         raise ValueError(
             f"unknown config field(s) {sorted(unknown)} for {name!r}; valid: {sorted(valid)}"
         )
-    return spec.config_cls.from_preset(preset, vocab_size, **overrides)
+    return replace(spec.config_cls(vocab_size=vocab_size, **spec.presets[preset]), **overrides)
 
 
 def build_model(name: str, vocab_size: int, preset: str = "default", **overrides) -> nn.Module:

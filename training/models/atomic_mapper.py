@@ -15,7 +15,7 @@ convolution, which is exactly what the convolution's own zero padding does at a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,20 +32,6 @@ class AtomicMapperConfig:
     kernel: int = 5
     ffn_dim: int = 160
     dropout: float = 0.1
-
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> AtomicMapperConfig:
-        if name not in MAPPER_PRESETS:
-            raise ValueError(
-                f"unknown AtomicMapper preset {name!r}; valid: {sorted(MAPPER_PRESETS)}"
-            )
-        return replace(cls(vocab_size=vocab_size, **MAPPER_PRESETS[name]), **overrides)
-
-
-MAPPER_PRESETS: dict[str, dict] = {
-    "default": {},
-    "tiny": {"d_model": 32, "n_layers": 1, "kernel": 3, "ffn_dim": 64, "dropout": 0.0},
-}
 
 
 class MapperBlock(nn.Module):

@@ -21,7 +21,7 @@ reaches a real position (no packing needed, and it stays traceable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +45,6 @@ class CharLSTMConfig:
     n_dec_layers: int = 1
     dropout: float = 0.1
     max_len: int = 512  # default length of a decoding cache
-
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> CharLSTMConfig:
-        if name not in LSTM_PRESETS:
-            raise ValueError(f"unknown char_lstm preset {name!r}; valid: {sorted(LSTM_PRESETS)}")
-        return replace(cls(vocab_size=vocab_size, **LSTM_PRESETS[name]), **overrides)
 
 
 LSTM_PRESETS: dict[str, dict] = {

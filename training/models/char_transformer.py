@@ -10,7 +10,7 @@ is the ContextRefiner's (``context_refiner.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -22,13 +22,7 @@ TRANSFORMER_PRESETS: dict[str, dict] = REFINER_PRESETS
 
 @dataclass(frozen=True)
 class CharTransformerConfig(ContextRefinerConfig):
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> CharTransformerConfig:
-        if name not in TRANSFORMER_PRESETS:
-            raise ValueError(
-                f"unknown char_transformer preset {name!r}; valid: {sorted(TRANSFORMER_PRESETS)}"
-            )
-        return replace(cls(vocab_size=vocab_size, **TRANSFORMER_PRESETS[name]), **overrides)
+    """The ContextRefiner's settings: the two differ only in the encoder's input."""
 
 
 class CharTransformer(ContextRefiner):

@@ -13,7 +13,7 @@ Interface (shared with the other seq2seq models, see ``training/models/__init__.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -44,14 +44,6 @@ class ContextRefinerConfig:
     ffn_dim: int = 512
     dropout: float = 0.1
     max_len: int = 512  # default length of a decoding cache; positions themselves are unbounded
-
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> ContextRefinerConfig:
-        if name not in REFINER_PRESETS:
-            raise ValueError(
-                f"unknown ContextRefiner preset {name!r}; valid: {sorted(REFINER_PRESETS)}"
-            )
-        return replace(cls(vocab_size=vocab_size, **REFINER_PRESETS[name]), **overrides)
 
 
 REFINER_PRESETS: dict[str, dict] = {

@@ -27,7 +27,7 @@ doubled letter still fits (a blank between).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -69,12 +69,6 @@ class EditorConfig:
     @property
     def keep_id(self) -> int:
         return self.vocab_size + 1
-
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> EditorConfig:
-        if name not in EDITOR_PRESETS:
-            raise ValueError(f"unknown editor preset {name!r}; valid: {sorted(EDITOR_PRESETS)}")
-        return replace(cls(vocab_size=vocab_size, **EDITOR_PRESETS[name]), **overrides)
 
 
 EDITOR_PRESETS: dict[str, dict] = {

@@ -20,7 +20,7 @@ mapper run once inside ``encode``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -70,12 +70,6 @@ class HybridConfig:
             raise ValueError(
                 f"encoder_input must be 'sum' or 'features', not {self.encoder_input!r}"
             )
-
-    @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> HybridConfig:
-        if name not in HYBRID_PRESETS:
-            raise ValueError(f"unknown hybrid preset {name!r}; valid: {sorted(HYBRID_PRESETS)}")
-        return replace(cls(vocab_size=vocab_size, **HYBRID_PRESETS[name]), **overrides)
 
     def mapper_config(self) -> AtomicMapperConfig:
         return AtomicMapperConfig(
