@@ -384,7 +384,7 @@ def set_rng_states(states: list[Tensor], device: torch.device) -> None:
 
 
 @torch.no_grad()
-def evaluate(
+def validate(
     model: nn.Module, examples: list[Example], vocab: Vocab, cfg: TrainConfig, device, amp
 ) -> tuple[float, ScoreBoard]:
     """Loss (token-weighted, as in training) and the ScoreBoard of the model's corrections
@@ -995,7 +995,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             # ---- validate on rank 0 (the others wait in all_sum), keep the best, save
             validation_start = time.monotonic()
             if dist.main:
-                val_loss, board = evaluate(model, eval_set, vocab, cfg, device, amp)
+                val_loss, board = validate(model, eval_set, vocab, cfg, device, amp)
                 val = {"val_cer": board.cer_after, "val_loss": val_loss, "val": board.as_dict()}
                 val["val_step"] = pos.step
                 log(val_loss=val_loss, val_cer=board.cer_after)
