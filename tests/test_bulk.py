@@ -174,7 +174,7 @@ def test_without_ray_the_error_names_the_extra(inputs, editor_artifact, tmp_path
         "import sys; sys.modules['ray'] = None\n"
         "from kmcorrect.cli import main\n"
         f"sys.exit(main(['bulk', {str(inputs)!r}, '--out', {str(tmp_path)!r}, "
-        f"'--model', {str(editor_artifact.path)!r}, '--ray']))\n"
+        f"'--artifact', {str(editor_artifact.path)!r}, '--ray']))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -620,7 +620,7 @@ def test_compose_commands_are_kmcorrect_verbs(compose, dockerfiles) -> None:
     export = services["export"]
     assert export["entrypoint"] == ["kmcorrect"]
     args = check_kmcorrect_command(["kmcorrect", *export["command"]])
-    assert str(args.out).startswith("/artifacts/") and str(args.model).startswith("/runs/")
+    assert str(args.out).startswith("/artifacts/") and str(args.run_dir).startswith("/runs/")
     # The train service leaves the command to the image and sets only what its shell reads.
     train = services["train"]
     assert "command" not in train and "entrypoint" not in train
@@ -768,16 +768,17 @@ def test_northflank_service_ports_health_and_scaling(northflank) -> None:
 @pytest.mark.timeout(420)
 def test_serve_extra_installs_torch_free_and_serves(artifact, tmp_path) -> None:
     """Slow (about a minute with pip's cache warm; budget 3 minutes): a fresh virtual environment
-    gets the `serve` extra of a copy of the package holding only runtime/ and proto/, exactly what
-    Dockerfile.serve builds its wheel from (the copy also keeps pip's build/ and egg-info out of
-    the checkout). From it: `kmcorrect serve` on the test artifact, grpc.health.v1 SERVING through
-    runtime.healthcheck, one Correct RPC, no torch, and SIGTERM ending in exit 0."""
+    gets the `serve` extra of a copy of the package holding only kmcorrect/, runtime/ and proto/,
+    exactly what Dockerfile.serve builds its wheel from (the copy also keeps pip's build/ and
+    egg-info out of the checkout). From it: `kmcorrect serve` on the test artifact,
+    grpc.health.v1 SERVING through runtime.healthcheck, one Correct RPC, no torch, and SIGTERM
+    ending in exit 0."""
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("runtime", "proto"):
+    for package in ("kmcorrect", "runtime", "proto"):
         shutil.copytree(ROOT / package, source / package, ignore=ignore)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
