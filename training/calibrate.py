@@ -5,8 +5,13 @@ gate's threshold are not applied. A low threshold applies more of the right edit
 the wrong ones. Calibration corrects the validation rows once, then re-applies the edits at
 each gate of a grid and keeps the one that corrects most while
 
-* clean rows (input already right) get at most ``max_clean_introduced`` CER, and
+* clean text gets at most ``max_clean_introduced`` CER, and
 * at most ``max_harm`` of all rows come out worse than they went in.
+
+Clean text is measured on every row's target fed in as input, not only on the split's clean
+rows: a few dozen clean rows (76 in the 5k-sentence corpus's val split) put 0.05% at two
+characters, and on the 60-minute editor they passed a gate that, on all 3,515 targets,
+introduces 0.11%.
 
 A gate is one threshold for every edit, or a pair: one for edits, a stricter one for edits
 that only delete spaces (`runtime.editing.Gate`; measured on the 60-minute editor's
@@ -116,7 +121,12 @@ def calibrate(
     space_id = corrector.gate.space_id
     single = [Gate(t) for t in THRESHOLDS]
     pairs = [Gate(t, s, space_id) for t in EDIT_THRESHOLDS for s in THRESHOLDS if s > t]
-    points = gate_scores(corrector, rows, single + pairs)
+    gates = single + pairs
+    points = gate_scores(corrector, rows, gates)
+    clean = [{**row, "input": row["target"]} for row in rows]
+    for point, on_clean in zip(points, gate_scores(corrector, clean, gates), strict=True):
+        point["clean_rows"] = on_clean["clean_rows"]
+        point["clean_cer_introduced"] = on_clean["clean_cer_introduced"]
     chosen = choose_gate(points, max_clean_introduced, max_harm)
     return {
         "min_confidence": chosen["min_confidence"],
