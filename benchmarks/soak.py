@@ -335,7 +335,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--warmup", type=float, default=0.1, help="share of requests before memory is baselined"
     )
-    p.add_argument("--burst", type=int, default=2000, help="requests sent at once after the load")
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=800,
+        help="requests sent at once after the load (under 4 x max_concurrent_streams)",
+    )
     p.add_argument("--max-queue-size", type=int, default=512, help="the server's queue places")
     p.add_argument("--variant", default="opt", help="graph variant served")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads; 0: its choice")
