@@ -18,7 +18,7 @@ from runtime.errors import UserError
 from runtime.text import Vocab, chunk
 from training import checkpoint
 from training.batching import bucketed_batches, padded_tokens
-from training.train import TrainConfig, load_split, train, validate
+from training.train import TrainConfig, clean_copies, load_split, train, validate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -117,6 +117,23 @@ def test_the_editor_overfits_twenty_pairs_validating_through_the_serving_collaps
     meta = checkpoint.load(tmp_path / "run").meta
     board = meta["metrics"]["val"]
     assert result.best_cer is not None and result.best_cer < 0.2 * board["cer_before"], board
+
+
+def test_clean_copies_are_train_targets_given_as_their_own_input(data: Path):
+    vocab = Vocab.default()
+    examples, _ = load_split(data / "train.jsonl", vocab, config(data, data))  # 100 rows, 20 texts
+    targets = {e.target: e.tgt for e in examples}
+    few = clean_copies(examples, 0.1, vocab, seed=0)
+    assert len(few) == 10 and len({e.target for e in few}) == 10
+    for copy in few:
+        assert copy.input == copy.target and copy.src == vocab.encode(copy.target)
+        assert copy.tgt == targets[copy.target]
+    many = clean_copies(examples, 0.5, vocab, seed=0)  # 50 copies of 20 texts: 2 or 3 each
+    counts = [sum(e.target == t for e in many) for t in targets]
+    assert len(many) == 50 and min(counts) == 2 and max(counts) == 3
+    assert clean_copies(examples, 0.1, vocab, seed=0) == few  # a resumed run finds the same rows
+    assert clean_copies(examples, 0.1, vocab, seed=1) != few
+    assert clean_copies(examples, 0.0, vocab, seed=0) == []
 
 
 def test_validation_every_few_minutes_comes_back_to_the_same_batch(data: Path, tmp_path: Path):

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs; also the length of the cosine decay (default: %(default)s)",
     )
     add(
+        "--clean-copies",
+        type=float,
+        default=d.clean_copies,
+        help="add this share of the train rows as clean copies (a train target as its own "
+        "input), so the model learns to leave clean text alone (default: %(default)s)",
+    )
+    add(
         "--max-src-len",
         type=int,
         default=d.max_src_len,

@@ -124,6 +124,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     epochs: int = 10
+    clean_copies: float = 0.0  # extra train rows, as a share of the split, whose input is a
+    # train target: clean text in, the same text out
     max_src_len: int = 320  # longer rows are skipped (and counted)
     max_tgt_len: int = 256
     grad_clip: float = 1.0
@@ -307,6 +309,21 @@ def load_split(path: Path, vocab: Vocab, cfg: TrainConfig) -> tuple[list[Example
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     return examples, skipped
+
+
+def clean_copies(examples: list[Example], share: float, vocab: Vocab, seed: int) -> list[Example]:
+    """Rows that teach a corrector to leave clean text alone: train targets given as their own
+    input, ``share`` of the split in number; every distinct target once before any twice.
+
+    Most train rows are damaged, so without them a model learns that text always needs an edit,
+    and a spurious space being the commonest damage, it deletes real ones on clean text: the
+    clean-text damage that binds the editor's confidence gate (docs/results.md).
+    """
+    targets = sorted({e.target: e for e in examples}.values(), key=lambda e: e.target)
+    rng, wanted, chosen = random.Random(f"clean-copies/{seed}"), round(share * len(examples)), []
+    while targets and len(chosen) < wanted:
+        chosen += rng.sample(targets, min(wanted - len(chosen), len(targets)))
+    return [Example(e.target, e.target, vocab.encode(e.target), e.tgt) for e in chosen]
 
 
 def collate(batch: list[Example], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -731,11 +748,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         raise UserError(f"no training data at {data_dir}: run `make data` first")
     train_set, skipped = load_split(data_dir / "train.jsonl", vocab, cfg)
     val_set, val_skipped = load_split(data_dir / "val.jsonl", vocab, cfg)
+    copies = clean_copies(train_set, cfg.clean_copies, vocab, cfg.seed)
     limits = f"longer than {cfg.max_src_len}/{cfg.max_tgt_len} characters (input/target)"
     for name, rows, dropped in (("train", train_set, skipped), ("val", val_set, val_skipped)):
         if not rows:
             raise UserError(f"{data_dir / (name + '.jsonl')}: no rows to use ({dropped} {limits})")
     eval_set = val_set[:: max(1, len(val_set) // cfg.eval_rows)][: cfg.eval_rows]
+    train_set += copies
     lengths = [(len(e.src), len(e.tgt)) for e in train_set]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
@@ -834,7 +853,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     )
     say(
         f"data {data_dir}: {len(train_set)} train rows, {len(val_set)} val rows "
-        f"({skipped} train and {val_skipped} val rows skipped: {limits}); "
+        f"({skipped} train and {val_skipped} val rows skipped: {limits}; {len(copies)} clean "
+        "copies among the train rows); "
         f"{n_batches // dist.world} steps per epoch"
     )
 
