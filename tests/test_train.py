@@ -142,8 +142,8 @@ def test_validation_every_few_minutes_comes_back_to_the_same_batch(data: Path, t
     with (tmp_path / "run" / "metrics.csv").open() as f:
         validated = [int(r["step"]) for r in csv.DictReader(f) if r["val_cer"]]
     steps_per_epoch = len(train_losses(tmp_path / "run"))
-    assert result.steps == steps_per_epoch == 7
-    assert validated == [1, 2, 3, 4, 5, 6, 7]  # after each step, the last one the epoch's end
+    assert result.steps == steps_per_epoch == 8  # 100 rows and 15 clean copies
+    assert validated == [1, 2, 3, 4, 5, 6, 7, 8]  # after each step, the last one the epoch's end
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path):

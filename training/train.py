@@ -124,8 +124,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     epochs: int = 10
-    clean_copies: float = 0.0  # extra train rows, as a share of the split, whose input is a
-    # train target: clean text in, the same text out
+    clean_copies: float = 0.15  # extra train rows, as a share of the split, whose input is a
+    # train target: clean text in, the same text out (docs/results.md "Clean copies")
     max_src_len: int = 320  # longer rows are skipped (and counted)
     max_tgt_len: int = 256
     grad_clip: float = 1.0
