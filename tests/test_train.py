@@ -186,6 +186,24 @@ def test_resume_refuses_other_settings(data: Path, tmp_path: Path):
         train(config(data, tmp_path / "run", max_steps=4))
 
 
+def test_a_run_saved_before_clean_copies_resumes_without_them(data: Path, tmp_path: Path):
+    train(config(data, tmp_path / "run", max_steps=2, clean_copies=0.0))
+    last = tmp_path / "run" / "checkpoints" / "last.json"
+    meta = json.loads(last.read_text(encoding="utf-8"))
+    del meta["train_config"]["clean_copies"]  # as the trainer wrote it before the setting
+    last.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(UserError, match=r"clean_copies=0\.0, not 0\.15"):
+        train(config(data, tmp_path / "run", max_steps=4, resume=True))
+    assert (
+        train(config(data, tmp_path / "run", max_steps=4, clean_copies=0.0, resume=True)).steps == 4
+    )
+
+
+def test_negative_clean_copies_are_refused(data: Path, tmp_path: Path):
+    with pytest.raises(UserError, match="--clean-copies must not be negative"):
+        train(config(data, tmp_path / "run", clean_copies=-0.1))
+
+
 def test_checkpoints_round_trip(data: Path, tmp_path: Path):
     result = train(config(data, tmp_path / "run", epochs=2, save_every=2))
     vocab = Vocab.default()

@@ -148,6 +148,8 @@ class TrainConfig:
 RESUMABLE = {"epochs", "patience", "max_minutes", "max_steps", "save_every", "log_every"}
 RESUMABLE |= {"val_every_minutes"}
 RESUMABLE |= {"device", "resume", "progress", "run_dir"}
+# What a run saved before a setting existed did instead, where that differs from its default now.
+BEFORE_SETTING = {"clean_copies": 0.0}
 
 
 @dataclass
@@ -180,8 +182,10 @@ def check(cfg: TrainConfig) -> None:
     for name in ("warmup_steps", "patience", "max_steps", "save_every"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must not be negative")
-    if cfg.max_minutes < 0 or cfg.val_every_minutes < 0:
-        raise UserError("--max-minutes and --val-every-minutes must not be negative")
+    if cfg.max_minutes < 0 or cfg.val_every_minutes < 0 or cfg.clean_copies < 0:
+        raise UserError(
+            "--max-minutes, --val-every-minutes and --clean-copies must not be negative"
+        )
     if cfg.budget_clock not in BUDGET_CLOCKS:
         raise UserError(f"--budget-clock must be one of {', '.join(BUDGET_CLOCKS)}")
     if not cfg.lr > 0 or not cfg.grad_clip > 0 or cfg.weight_decay < 0:
@@ -644,7 +648,8 @@ def check_resumable(ck: checkpoint.Checkpoint, cfg: TrainConfig, model: nn.Modul
             f"it cannot be resumed as {cfg.model}/{cfg.preset} (use another --run-dir)"
         )
     for f in fields(TrainConfig):
-        then, now = ck.meta["train_config"].get(f.name, f.default), getattr(cfg, f.name)
+        then = ck.meta["train_config"].get(f.name, BEFORE_SETTING.get(f.name, f.default))
+        now = getattr(cfg, f.name)
         if f.name not in RESUMABLE and then != now:
             raise UserError(
                 f"{cfg.run_dir or 'the run'} was trained with {f.name}={then!r}, not {now!r}; "
