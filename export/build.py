@@ -35,6 +35,7 @@ from runtime.artifact import (
     sha256_file,
 )
 from runtime.corrector import Corrector, ModelInfo
+from runtime.editing import Gate
 from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from runtime.files import write_atomic
@@ -178,8 +179,8 @@ def _calibrate_gate(
     )
     chosen = gate["chosen"]
     log(
-        f"gate: min_confidence {gate['min_confidence']}, for space-only deletions "
-        f"{gate['space_min_confidence']} (validation CER {chosen['cer_before']:.4f} "
+        f"gate: {Gate.of_settings(gate, None).describe()} "
+        f"(validation CER {chosen['cer_before']:.4f} "
         f"-> {chosen['cer_after']:.4f}, rows made worse {chosen['harm_rate']:.2%}, clean CER "
         f"introduced {chosen['clean_cer_introduced']:.4%}; bounds met: {gate['bounds_met']})"
     )

@@ -16,7 +16,7 @@ become text with each character's probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,7 @@ class ModelInfo:
     max_n: int  # sequence-to-sequence: most tokens one decoder call takes
     model_id: str  # answers name it (the artifact's manifest checksum)
     has_mapper: bool  # the hybrid's AtomicMapper, for the substitution mode
-    min_confidence: float = 0.0  # the editor's gate, as calibrated at export
-    space_min_confidence: float | None = None  # ... for edits that only delete spaces
+    gate: dict = field(default_factory=dict)  # the editor's gate (`Gate.SETTINGS`), from export
 
     @property
     def is_editor(self) -> bool:
@@ -70,8 +69,7 @@ class ModelInfo:
             max_n=limits["max_n"],
             model_id=artifact.manifest["checksum"][:16],
             has_mapper="mapper" in artifact.graphs,
-            min_confidence=float(gate.get("min_confidence", 0.0)),
-            space_min_confidence=gate.get("space_min_confidence"),
+            gate={k: gate[k] for k in Gate.SETTINGS if k in gate},
         )
 
 
@@ -94,9 +92,8 @@ class Corrector:
         self.artifact_id = info.model_id
         self.has_mapper = info.has_mapper
         self.is_editor = info.is_editor
-        # The editor's gate: edits below this confidence are not applied (calibrated at export).
-        self.min_confidence = info.min_confidence
-        self.gate = Gate(info.min_confidence, info.space_min_confidence, self._space_id())
+        # The editor's gate: edits it turns down are not applied (calibrated at export).
+        self.gate = Gate.of_settings(info.gate, self._space_id())
 
     @classmethod
     def load(

@@ -174,13 +174,7 @@ def _infer_min_confidence(request: kserve_pb2.ModelInferRequest) -> float | None
 
 def _gate_description(corrector: Corrector) -> str:
     if corrector.is_editor:
-        gate = corrector.gate
-        spaces = (
-            f" (space-only deletions {gate.space_min_confidence:g})"
-            if gate.space_min_confidence is not None
-            else ""
-        )
-        return f"editor, gate min_confidence {gate.min_confidence:g}{spaces} unless a request says"
+        return f"editor, gate: {corrector.gate.describe()}, unless a request says"
     return f"{corrector.info.name}, no gate"
 
 
@@ -468,7 +462,7 @@ class Server:
             self.config.model_name,
             extra={
                 "model": corrector.info.name,
-                "min_confidence": corrector.min_confidence if corrector.is_editor else None,
+                "gate": corrector.gate.settings() if corrector.is_editor else None,
             },
         )
         return self.port

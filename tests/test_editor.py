@@ -205,3 +205,28 @@ def test_deleting_only_spaces_is_held_to_its_own_threshold():
     strict = apply_edits(plan, Gate(0.7, space_min_confidence=0.9, space_id=D))
     assert strict.ids == [A, D, B, A] and strict.gated == 1  # the space stays
     assert apply_edits(plan, Gate(0.7, space_min_confidence=0.9, space_id=C)).ids == [A, B, A]
+
+
+def test_in_damaged_text_the_gate_admits_less_confident_edits():
+    # Source A D B C C: D deleted at 0.995 (a sure edit), the last C replaced by A at 0.6.
+    labels = np.array([[A, BLANK, BLANK, BLANK, B, BLANK, C, BLANK, A, BLANK]])
+    probs = np.array([[0.99, 0.99, 0.995, 0.995, 0.99, 0.99, 0.99, 0.99, 0.6, 0.6]], np.float32)
+    src = np.array([[A, D, B, C, C]])
+    (plan,) = plan_edits(labels, probs, src, np.ones((1, 5), bool), upsample=K, blank_id=BLANK)
+    assert [(r.start, r.end) for r in plan.regions] == [(1, 2), (4, 5)]
+    damage = {"damaged_min_confidence": 0.5, "damage_confidence": 0.99}
+    assert apply_edits(plan, Gate(0.9)).ids == [A, B, C, C]  # the unsure edit turned down
+    assert apply_edits(plan, Gate(0.9, **damage)).ids == [A, B, C, A]  # damaged: applied
+    # Not damaged enough: the sure edit is not sure enough, or there are too few of them.
+    assert apply_edits(plan, Gate(0.9, **{**damage, "damage_confidence": 0.999})).ids == [
+        A,
+        B,
+        C,
+        C,
+    ]
+    assert apply_edits(plan, Gate(0.9, **damage, damage_edits=2)).ids == [A, B, C, C]
+    # The settings export writes to the manifest give the same gate back.
+    gate = Gate(0.9, 0.97, D, **damage, damage_edits=2)
+    assert Gate.of_settings(gate.settings(), D) == gate
+    assert Gate.of_settings({"min_confidence": 0.9}, D) == Gate(0.9, space_id=D)
+    assert "damaged text (2 edits at least 0.99 sure) every edit from 0.5" in gate.describe()

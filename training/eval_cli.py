@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.editing import Gate
 from runtime.errors import UserError
 from training import checkpoint
 from training.data.rows import read_rows
@@ -85,12 +86,7 @@ def run(args: argparse.Namespace) -> int:
         write_reports(report, rows, out, seed=args.seed)
         print(f"{name}: {headline(report)}")
         if "gate" in report:
-            gate = report["gate"]
-            space = gate.get("space_min_confidence")
-            print(
-                f"  gate: edits applied from confidence {gate['min_confidence']}"
-                + (f", space-only deletions from {space}" if space is not None else "")
-            )
+            print(f"  gate: {Gate.of_settings(report['gate'], None).describe()}")
         print(f"  reports: {out}/report.{{json,md,html}}, predictions.jsonl")
         reports.append(report)
     if comparing:

@@ -17,7 +17,6 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from rapidfuzz.distance import Levenshtein
 
 from runtime.corrector import Corrector
+from runtime.editing import Gate
 from runtime.text import (
     ScoreBoard,
     Span,
@@ -160,12 +160,8 @@ def evaluate_checkpoint(
         if min_confidence is None and gate_rows:
             gate = calibrate(corrector, gate_rows)
         else:
-            gate = {"min_confidence": min_confidence or 0.0, "space_min_confidence": None}
-        corrector.gate = replace(
-            corrector.gate,
-            min_confidence=gate["min_confidence"],
-            space_min_confidence=gate["space_min_confidence"],
-        )
+            gate = Gate(min_confidence or 0.0).settings()
+        corrector.gate = Gate.of_settings(gate, corrector.gate.space_id)
     report = evaluate(corrector, rows, batch_size=batch_size)
     report["timing"]["device"] = str(device)
     if gate is not None:
@@ -271,11 +267,7 @@ def _identity_lines(report: dict) -> list[str]:
             if "rows" in gate
             else "as given"
         )
-        space = gate.get("space_min_confidence")
-        spaces = f" (space-only deletions from {space})" if space is not None else ""
-        lines.append(
-            f"editor gate: edits applied from confidence {gate['min_confidence']}{spaces}, {how}"
-        )
+        lines.append(f"editor gate: {Gate.of_settings(gate, None).describe()}, {how}")
     scores = report["overall"]
     lines.append(
         f"cluster error rate {_percent(scores['cluster_error_rate_before'])} → "

@@ -192,7 +192,8 @@ def model_corrector(
 ) -> Corrector:
     """The serving `Corrector` over ``model`` in torch (put in eval mode; a trainer puts it
     back in train mode after use). ``max_src_len``: the longest piece (longer text is chunked);
-    ``max_tgt_len``: bos + output at most; ``min_confidence``: the editor's gate."""
+    ``max_tgt_len``: bos + output at most; ``min_confidence``: the editor's gate, one
+    threshold for every edit."""
     info = ModelInfo(
         name=name,
         config=asdict(model.config),
@@ -202,7 +203,7 @@ def model_corrector(
         max_n=min(64, max_tgt_len),
         model_id=model_id,
         has_mapper=isinstance(model, HybridCorrector),
-        min_confidence=min_confidence,
+        gate={"min_confidence": min_confidence},
     )
     return Corrector(info, TorchEngine.of(model, device))
 
