@@ -192,6 +192,12 @@ def test_export_is_verified_and_calibrated(editor_artifact):
     assert chosen["min_confidence"] == gate["min_confidence"]
     thresholds = [point["min_confidence"] for point in gate["curve"]]
     assert thresholds == sorted(thresholds) and gate["min_confidence"] in thresholds
+    # Damage-aware gates are tried on top of the best pair, each relaxing it in damaged text.
+    assert gate["damaged"] and {p["min_confidence"] for p in gate["damaged"]} == {
+        gate["min_confidence"]
+    }
+    assert all(p["damaged_min_confidence"] < p["min_confidence"] for p in gate["damaged"])
+    assert all(chosen[k] == gate[k] for k in Gate.SETTINGS)
 
 
 def test_deleting_only_spaces_is_held_to_its_own_threshold():

@@ -18,6 +18,7 @@ from tiny import corrupt
 from kmcorrect.cli import main
 from proto import corrector_pb2, corrector_pb2_grpc, kserve_pb2, kserve_pb2_grpc
 from runtime.client import AsyncClient, Client
+from runtime.editing import Gate
 from runtime.kserve_codec import pack_bytes, unpack_bytes
 from runtime.pipeline import prepare
 from runtime.server import load_corrector
@@ -87,9 +88,9 @@ def test_every_rpc_answers_what_the_artifact_answers_in_process(client, correcto
 
 
 def test_default_is_the_calibrated_gate(client, corrector, editor_artifact, texts):
-    calibrated = editor_artifact.manifest["gate"]["min_confidence"]
-    assert corrector.min_confidence == calibrated
-    expected = local(corrector, texts, calibrated)
+    calibrated = Gate.of_settings(editor_artifact.manifest["gate"], corrector.gate.space_id)
+    assert corrector.gate == calibrated
+    expected = local(corrector, texts)  # unset: the corrector's gate, the calibrated one
     # Unset is not 0 (proto3 optional): at 0 the tiny editor applies edits the calibrated gate
     # turns down, so a server reading an unset field as 0 would fail here.
     assert expected != local(corrector, texts, 0.0)
@@ -281,10 +282,10 @@ def test_cli_on_an_editor_run_directory_takes_the_gate(editor_run_dir, texts, tm
 
 
 def test_startup_log_names_the_calibrated_gate(editor_artifact, caplog):
-    calibrated = editor_artifact.manifest["gate"]["min_confidence"]
+    calibrated = Gate.of_settings(editor_artifact.manifest["gate"], None)
     with caplog.at_level(logging.INFO, logger="kmcorrect.server"):
         server = Running(config(editor_artifact))
         server.stop()
     [line] = [r for r in caplog.records if r.getMessage().startswith("serving artifact")]
-    assert f"gate min_confidence {calibrated:g}" in line.getMessage()
-    assert line.min_confidence == calibrated and line.model == "editor"
+    assert f"gate: {calibrated.describe()}" in line.getMessage()
+    assert line.gate == calibrated.settings() and line.model == "editor"
