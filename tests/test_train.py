@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,6 +146,21 @@ def test_validation_every_few_minutes_comes_back_to_the_same_batch(data: Path, t
     steps_per_epoch = len(train_losses(tmp_path / "run"))
     assert result.steps == steps_per_epoch == 8  # 100 rows and 15 clean copies
     assert validated == [1, 2, 3, 4, 5, 6, 7, 8]  # after each step, the last one the epoch's end
+
+
+def test_validation_every_few_minutes_counts_the_budget_clock(
+    data: Path, tmp_path: Path, monkeypatch
+):
+    """On the CPU clock, wall time that passes while the run does not (paused, or waiting for
+    a shared core) makes no validation due: runs compared at equal CPU time are validated at
+    equal CPU time. Here an hour of wall time passes at every look at the clock."""
+    real, looks = time.monotonic, itertools.count()
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 3600 * next(looks))
+    cfg = config(data, tmp_path / "run", epochs=1, val_every_minutes=1, patience=0)
+    train(replace(cfg, budget_clock="cpu"))
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        validated = [int(r["step"]) for r in csv.DictReader(f) if r["val_cer"]]
+    assert validated == [8]  # the epoch's end only: the run took far less than a CPU minute
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path):

@@ -132,7 +132,8 @@ class TrainConfig:
     amp: str = "auto"  # GPU only: auto (bf16 where supported, else fp16), bf16, fp16, off
     seed: int = 0
     eval_rows: int = 200  # val rows corrected for the CER
-    val_every_minutes: float | None = None  # also validate this often (0: at epoch ends only)
+    val_every_minutes: float | None = None  # also validate this often, on the budget's clock
+    # (0: at epoch ends only), so that runs on the CPU clock are validated at equal CPU time
     patience: int = 3  # stop after this many validations without a better CER; 0: never
     max_minutes: float | None = None  # time budget; 0: none
     budget_clock: str = "wall"  # what the budget counts: wall time, or this process's CPU time
@@ -922,7 +923,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
     budget_s = cfg.max_minutes * 60 or math.inf
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, started
     val_every = cfg.val_every_minutes * 60 or math.inf
-    last_validation = started
+    last_validation = budget_used()
     stop = None
     validating_s, tokens_at_start = 0.0, pos.tokens
     budget_bar = None
@@ -958,7 +959,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             for rows in batches[pos.batch_index + dist.rank :: dist.world]:
                 src, mask, tgt = collate([train_set[i] for i in rows], vocab.pad_id)
                 n_local = int((tgt[:, 1:] != vocab.pad_id).sum())
-                now, used = time.monotonic(), budget_used()
+                used = budget_used()
                 time_done = min(1.0, used / budget_s)
                 # Summed over processes so every rank sees the same clock (rank means).
                 n_global, n_seen, out_of_time, time_done, val_due = dist.all_sum(
@@ -966,7 +967,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
                     n_local + int(mask.sum()),
                     used > budget_s,
                     time_done,
-                    now - last_validation > val_every,
+                    used - last_validation > val_every,
                 )
                 if out_of_time:
                     stop = "max_minutes"
@@ -1036,9 +1037,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             else:
                 pos.bad_epochs += 1
             save("last")
-            last_validation = time.monotonic()
-            validating_s += last_validation - validation_start
-            window_start += last_validation - validation_start  # tokens/s counts training only
+            validation_end = time.monotonic()
+            validating_s += validation_end - validation_start
+            window_start += validation_end - validation_start  # tokens/s counts training only
+            last_validation = budget_used()
             if stop is None and pos.epoch >= cfg.epochs:
                 stop = "epochs"
             if stop is None and cfg.patience and pos.bad_epochs >= cfg.patience:
