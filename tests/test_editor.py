@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from runtime.editing import Gate, apply_edits, edit_texts, plan_edits
+from training.calibrate import choose_gate
 from training.models import build_model
 from training.models.editor import best_path, copy_aware_ctc, merge_keep
 
@@ -236,3 +237,16 @@ def test_in_damaged_text_the_gate_admits_less_confident_edits():
     assert Gate.of_settings(gate.settings(), D) == gate
     assert Gate.of_settings({"min_confidence": 0.9}, D) == Gate(0.9, space_id=D)
     assert "damaged text (2 edits at least 0.99 sure) every edit from 0.5" in gate.describe()
+
+
+def test_calibration_breaks_ties_towards_the_stricter_gate():
+    scores = {"reduction": 0.5, "harm_rate": 0.0, "clean_cer_introduced": 0.0}
+    damaged = {"damaged_min_confidence": 0.5}
+    gates = [
+        Gate(0.9, **damaged, damage_confidence=0.99),
+        Gate(0.9, **damaged, damage_confidence=0.999),
+        Gate(0.9, **damaged, damage_confidence=0.999, damage_edits=2),
+        Gate(0.9, **damaged, damage_confidence=0.99, damage_edits=2),
+    ]
+    chosen = choose_gate([{**g.settings(), **scores} for g in gates])
+    assert Gate.of_settings(chosen, None) == gates[2] and chosen["bounds_met"]

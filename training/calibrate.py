@@ -114,12 +114,14 @@ def gate_points(rows: PlannedRows, targets: PlannedRows, gates: Sequence[Gate]) 
 
 
 def _strictness(p: dict) -> tuple[float, ...]:
-    damaged = p.get("damaged_min_confidence")
+    """Higher is stricter: higher thresholds, and damage that takes surer or more edits."""
+    damaged = p["damaged_min_confidence"]
     return (
         p["min_confidence"],
         p["space_min_confidence"] or p["min_confidence"],
         p["min_confidence"] if damaged is None else damaged,
-        -p.get("damage_confidence", 1.0) if damaged is not None else 0.0,
+        p["damage_confidence"],
+        p["damage_edits"],
     )
 
 
