@@ -48,7 +48,7 @@ class Plan:
     its split anyway). Counts are rounded by largest remainder, and a split with at least as
     many sentences as there are channels that can run gives each of them at least one. OCR
     is slow (about 6 sentences/s on 2 cores) and pdf about 50/s, so both are capped over all
-    splits (divided by CAP_PARTS): the OCR cap binds from about 3,500 corpus sentences, the
+    splits (divided by CAP_PARTS): the OCR cap binds from about 9,000 corpus sentences, the
     pdf cap (about 7 minutes of rendering) only above about 25,000.
     """
 
@@ -58,7 +58,7 @@ class Plan:
     clean_share: float = 0.1
     ocr_share: float = 0.15
     pdf_share: float = 0.7
-    ocr_max_sentences: int = 600
+    ocr_max_sentences: int = 1_500
     pdf_max_sentences: int = 20_000
     synthetic_variants: int = 4
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
