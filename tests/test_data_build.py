@@ -167,9 +167,9 @@ def test_shares_scale_with_the_corpus_until_the_caps():
     assert small["ocr"] == pytest.approx(0.15 * 1000, abs=3)
     assert double["ocr"] == pytest.approx(2 * small["ocr"], abs=3)
     # OCR is capped early (it is slow), pdf only for a very large corpus.
-    big = _totals(plan, 20_000)
+    big = _totals(plan, 25_000)
     assert big["ocr"] == plan.ocr_max_sentences
-    assert big["pdf"] == pytest.approx(0.7 * 20_000, abs=3)
+    assert big["pdf"] == pytest.approx(0.7 * 25_000, abs=3)
     huge = _totals(plan, 100_000)
     assert huge["pdf"] == plan.pdf_max_sentences
     assert huge["legacy"] == pytest.approx(0.05 * 100_000, abs=3)  # no cap
