@@ -11,6 +11,8 @@ Run directory (``runs/<model>-<data name>`` by default)::
                            batch choice, the plan (epochs, steps, budget) and, at the end, the
                            figures per device: tokens/s, peak memory; `kmcorrect monitor` reads it
     metrics.csv            step, epoch, lr, train loss, val loss, val CER, tokens/s, elapsed,
+                           budget used (seconds on the budget's clock: CPU time under
+                           --budget-clock cpu, so curves compare at equal CPU time),
                            peak memory (MiB: the allocator's on CUDA, the process's RSS on CPU)
     events.out.tfevents.*  the same for TensorBoard (`tensorboard --logdir runs`)
     checkpoints/{best,last}.{safetensors,json}   see training/checkpoint.py; meta below
@@ -92,7 +94,7 @@ EDITOR_DEFAULTS = {"lr": 4e-3}
 EDITOR_CPU_DEFAULTS = {"batch_tokens": 2048}
 EVAL_BATCH = 64
 METRICS = ["step", "epoch", "lr", "train_loss", "val_loss", "val_cer", "tokens_per_s", "elapsed_s"]
-METRICS += ["peak_mem_mb"]
+METRICS += ["budget_s", "peak_mem_mb"]
 AUTO = "auto"
 # `auto`: keep this share of the memory free for what one probe step does not show (fragmentation,
 # longer validation batches, other processes' growth).
@@ -881,6 +883,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         peak = round(peak_memory_mb(device), 1)
         metrics.writerow(
             {"step": pos.step, "epoch": epochs, "elapsed_s": round(elapsed(), 1)}
+            | {"budget_s": round(budget_used(), 1)}
             | values
             | {"peak_mem_mb": peak}
         )
