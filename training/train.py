@@ -882,8 +882,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
         epochs = round(pos.epoch + pos.batch_index / n_batches, 4)
         peak = round(peak_memory_mb(device), 1)
         metrics.writerow(
-            {"step": pos.step, "epoch": epochs, "elapsed_s": round(elapsed(), 1)}
-            | {"budget_s": round(budget_used(), 1)}
+            {
+                "step": pos.step,
+                "epoch": epochs,
+                "elapsed_s": round(elapsed(), 1),
+                "budget_s": round(budget_used(), 1),
+            }
             | values
             | {"peak_mem_mb": peak}
         )

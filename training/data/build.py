@@ -47,7 +47,7 @@ class Plan:
     sentences they leave go to the synthetic channel only (which damages every sentence of
     its split anyway). Counts are rounded by largest remainder, and a split with at least as
     many sentences as there are channels that can run gives each of them at least one. OCR
-    is slow (about 6 sentences/s on 2 cores) and pdf about 50/s, so both are capped over all
+    is slow (about 11 sentences/s on 2 cores) and pdf about 50/s, so both are capped over all
     splits (divided by CAP_PARTS): the OCR cap binds from about 9,000 corpus sentences, the
     pdf cap (about 7 minutes of rendering) only above about 25,000.
     """

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.ocr_max_sentences,
         metavar="N",
         help="cap on OCR sentences over all splits, train 80%%, val and test 10%% each; OCR is "
-        "slow, about 6 sentences/s on 2 cores (default: %(default)s)",
+        "slow, about 11 sentences/s on 2 cores (default: %(default)s)",
     )
     parser.add_argument(
         "--pdf-max-sentences",
