@@ -58,7 +58,7 @@ EDIT_THRESHOLDS = (0.7, 0.8, 0.85, 0.9, 0.93, 0.95)
 # many such edits a piece must hold, to call it damaged; where edits then apply from.
 DAMAGE_CONFIDENCES = (0.99, 0.995, 0.999)
 DAMAGE_EDITS = (1, 2)
-DAMAGED_THRESHOLDS = (0.5, 0.7, 0.8)
+DAMAGED_THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.8)
 MAX_CLEAN_INTRODUCED = 0.0005  # CER introduced on clean rows
 MAX_HARM = 0.01  # share of rows made worse
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from training.optim import OPTIMIZERS
 from training.train import AUTO, BUDGET_CLOCKS, TrainConfig, train
 
 
@@ -42,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.lr,
         help="peak learning rate (default: 4e-3 for the editor, 2e-3 for the others)",
+    )
+    add(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="muon: Muon for the hidden matrices, AdamW for the rest "
+        "(default: muon for the editor, adamw for the others)",
     )
     add("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
     add("--warmup-steps", type=int, default=d.warmup_steps, help="(default: %(default)s)")

@@ -1,7 +1,7 @@
 """The trainer behind `kmcorrect train`: one loop, readable top to bottom (after nanoGPT's).
 
     data/<name>/{train,val}.jsonl ─► normalize + encode ─► length-bucketed batches (batching.py)
-      ─► model.loss ─► AdamW (warm-up + cosine, grad clip, AMP on GPU)
+      ─► model.loss ─► AdamW or Muon + AdamW (warm-up + cosine, grad clip, AMP on GPU)
       ─► every epoch: val loss + greedy-decoded val CER ─► checkpoints `best` (by CER) and `last`
 
 Run directory (``runs/<model>-<data name>`` by default)::
@@ -27,7 +27,7 @@ cross-entropy. (The hybrid's auxiliary substitution loss is a mean over aligned 
 instead; across processes it is weighted by target tokens, which matches one process only when
 the shards' shares of both agree.) Only rank 0 validates, prints and writes files.
 
-Resuming (``--resume``) continues exactly where `last` was saved: weights, AdamW moments and
+Resuming (``--resume``) continues exactly where `last` was saved: weights, optimizer moments and
 param groups, the grad scaler, every process's torch RNG state, Python's RNG state, and the data
 position ``(epoch, batch_index)``; batches are a pure function of (seed, epoch), so the rest of
 the epoch is rebuilt, not stored. The learning rate is a pure function of the step.
@@ -73,7 +73,7 @@ from tqdm import tqdm
 from runtime.errors import UserError
 from runtime.files import write_atomic
 from runtime.text import ScoreBoard, Vocab, normalize
-from training import checkpoint
+from training import checkpoint, optim
 from training.batching import bucketed_batches
 from training.data.rows import read_rows
 from training.models import build_model, count_parameters
@@ -89,8 +89,9 @@ CPU_DEFAULTS = {"batch_tokens": 1024, "max_minutes": 8.5, "val_every_minutes": 1
 GPU_DEFAULTS = {"batch_tokens": 16384, "max_minutes": 0.0, "val_every_minutes": 0.0}
 CUDA_DEFAULTS = GPU_DEFAULTS | {"batch_tokens": "auto"}
 # The editor's own, measured side by side at equal CPU time (docs/results.md): a higher peak
-# rate, and on a CPU 2048-token batches (it has no decoder, so a batch holds more input).
-EDITOR_DEFAULTS = {"lr": 4e-3}
+# rate, Muon for its hidden matrices, and on a CPU 2048-token batches (it has no decoder, so a
+# batch holds more input).
+EDITOR_DEFAULTS = {"lr": 4e-3, "optimizer": "muon"}
 EDITOR_CPU_DEFAULTS = {"batch_tokens": 2048}
 EVAL_BATCH = 64
 METRICS = ["step", "epoch", "lr", "train_loss", "val_loss", "val_cer", "tokens_per_s", "elapsed_s"]
@@ -123,6 +124,7 @@ class TrainConfig:
     # "auto": the largest the card holds (CUDA, the default there), else the fastest of a trial
     max_batch_rows: int = 64
     lr: float | None = None  # peak; None: 4e-3 for the editor, else 2e-3
+    optimizer: str | None = None  # training.optim.OPTIMIZERS; None: muon for the editor, else adamw
     weight_decay: float = 0.01
     warmup_steps: int = 100
     epochs: int = 10
@@ -152,7 +154,7 @@ RESUMABLE = {"epochs", "patience", "max_minutes", "max_steps", "save_every", "lo
 RESUMABLE |= {"val_every_minutes"}
 RESUMABLE |= {"device", "resume", "progress", "run_dir"}
 # What a run saved before a setting existed did instead, where that differs from its default now.
-BEFORE_SETTING = {"clean_copies": 0.0}
+BEFORE_SETTING = {"clean_copies": 0.0, "optimizer": "adamw"}
 
 
 @dataclass
@@ -168,7 +170,7 @@ def with_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     """``cfg`` with every field left None set for its device and model."""
     cpu = device.type == "cpu"
     on_device = {"cpu": CPU_DEFAULTS, "cuda": CUDA_DEFAULTS}.get(device.type, GPU_DEFAULTS)
-    defaults = {"lr": 2e-3, **on_device}
+    defaults = {"lr": 2e-3, "optimizer": "adamw", **on_device}
     if cfg.model == "editor":
         defaults |= EDITOR_DEFAULTS | (EDITOR_CPU_DEFAULTS if cpu else {})
     return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
@@ -191,6 +193,8 @@ def check(cfg: TrainConfig) -> None:
         )
     if cfg.budget_clock not in BUDGET_CLOCKS:
         raise UserError(f"--budget-clock must be one of {', '.join(BUDGET_CLOCKS)}")
+    if cfg.optimizer not in optim.OPTIMIZERS:
+        raise UserError(f"--optimizer must be one of {', '.join(optim.OPTIMIZERS)}")
     if not cfg.lr > 0 or not cfg.grad_clip > 0 or cfg.weight_decay < 0:
         raise UserError("--lr and --grad-clip must be positive, --weight-decay not negative")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
@@ -364,14 +368,8 @@ def global_share(loss: Tensor, n_local: float, n_global: float, world: int) -> T
     return loss * (n_local * world / n_global)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; matrices and embeddings decay, biases and norm gains do not (as nanoGPT)."""
-    params = list(model.parameters())
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    return optim.make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int, time_done: float = 0.0) -> float:
@@ -661,7 +659,7 @@ def check_resumable(ck: checkpoint.Checkpoint, cfg: TrainConfig, model: nn.Modul
 
 
 def state_tensors(optimizer: torch.optim.Optimizer, every_rng: list[list[Tensor]], device_type):
-    """The tensors of the training state: AdamW moments, every process's generators."""
+    """The tensors of the training state: optimizer moments, every process's generators."""
     state = optimizer.state_dict()["state"]
     tensors = {f"optim.{i}.{k}": v for i, s in state.items() for k, v in s.items()}
     for rank, states in enumerate(every_rng):
@@ -680,7 +678,10 @@ def restore_state(
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = tensor
-    groups = [{**g, "betas": tuple(g["betas"])} for g in ck.meta["optimizer"]["param_groups"]]
+    groups = [  # JSON gave lists where the optimizers keep tuples
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in ck.meta["optimizer"]["param_groups"]
+    ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     if ck.meta["grad_scaler"]:  # empty when saved without fp16 (e.g. on a CPU)
         scaler.load_state_dict(ck.meta["grad_scaler"])
@@ -905,7 +906,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> TrainResult:
             "progress": asdict(pos)
             | {"elapsed_s": elapsed(), "budget_used_s": budget_used(), "world_size": dist.world},
             "metrics": val,
-            "optimizer": {"name": "AdamW", "param_groups": optimizer.state_dict()["param_groups"]},
+            "optimizer": {
+                "name": cfg.optimizer,
+                "param_groups": optimizer.state_dict()["param_groups"],
+            },
             "schedule": {
                 "warmup_steps": cfg.warmup_steps,
                 "total_steps": total_steps,
