@@ -63,6 +63,7 @@ def write_variant(directory: Path, graph: str, variant: str) -> Path:
         model = onnx.load(source)
         keep = [node.name for node in model.graph.node if any(s in node.name for s in FP32_SCOPES)]
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+        _drop_round_trips(half)
         # The converter appends its casts out of order; checkers and TensorRT need topological.
         OnnxModel.graph_topological_sort(half.graph)
         onnx.checker.check_model(half, full_check=True)
@@ -70,3 +71,37 @@ def write_variant(directory: Path, graph: str, variant: str) -> Path:
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return target
+
+
+def _drop_round_trips(model: onnx.ModelProto) -> None:
+    """Wire float32 values straight to the float32 nodes that read them. The converter passes
+    every value between two nodes it kept in float32 through float16 and back (a pair of
+    Casts), which rounds it and lets a norm's squares overflow."""
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in inferred.value_info}
+    dtype |= {v.name: v.type.tensor_type.elem_type for v in graph.input}
+    dtype |= {t.name: t.data_type for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    direct = {}
+    for node in graph.node:
+        up = producer.get(node.input[0]) if node.op_type == "Cast" else None
+        if (
+            up is not None
+            and up.op_type == "Cast"
+            and _cast_to(node) == onnx.TensorProto.FLOAT
+            and _cast_to(up) == onnx.TensorProto.FLOAT16
+            and dtype.get(up.input[0]) == onnx.TensorProto.FLOAT
+        ):
+            direct[node.output[0]] = up.input[0]
+    for node in graph.node:
+        node.input[:] = [direct.get(name, name) for name in node.input]
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    while dead := [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in read]:
+        for node in dead:
+            graph.node.remove(node)
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+
+
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next(a.i for a in node.attribute if a.name == "to")

@@ -100,6 +100,29 @@ def test_keep_is_the_source_character_whatever_it_is():
     assert torch.allclose(merged[0, :, C].exp(), torch.tensor([0.9, 0.9]), atol=1e-4)
 
 
+def test_best_path_is_the_argmax_of_the_merged_distribution():
+    """The decoder's shortcut on the logits picks what the merged distribution's argmax picks,
+    with its probability, including frames where KEEP or the source character wins and ties."""
+    torch.manual_seed(0)
+    src = torch.randint(1, V, (6, 5))
+    logits = torch.randn(6, 5 * K, V + 2) * 3
+    logits[0, :, KEEP] = 20.0  # KEEP wins outright
+    source = src.repeat_interleave(K, dim=1)
+    # A label beats KEEP and the source character alone, but not the two together ...
+    logits[1, :, A], logits[1, :, KEEP] = 20.0, 19.5
+    logits[1].scatter_(-1, source[1, :, None], 19.6)
+    # ... and here not even together.
+    logits[4, :, A], logits[4, :, KEEP] = 20.0, 19.5
+    logits[4].scatter_(-1, source[4, :, None], 19.0)
+    logits[2].scatter_(-1, source[2, :, None], 20.0)  # the source character itself wins
+    logits[3] = logits[3].round()  # integer logits: many exact ties
+    merged = merge_keep(logits.log_softmax(-1), src, K).exp()
+    want_probs, want_labels = merged.max(-1)
+    labels, probs = best_path(logits, src, K)
+    assert torch.equal(labels, want_labels)
+    assert torch.allclose(probs, want_probs, atol=1e-5)
+
+
 def test_a_character_outside_the_vocabulary_passes_through_by_keep(editor_artifact):
     from runtime.corrector import Corrector, ModelInfo
     from runtime.engines.onnx import OnnxEngine

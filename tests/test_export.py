@@ -254,6 +254,46 @@ def test_a_variant_onnxruntime_cannot_run_is_recorded_not_fatal(run_dir, tmp_pat
     }
 
 
+def test_the_fp16_variant_keeps_norms_in_float32(tmp_path):
+    """A norm over a residual stream of magnitude 1000 squares past float16's range (65504):
+    the fp16 graph must compute it in float32 throughout, not round-trip its values through
+    float16 between the float32 nodes (what the converter does by itself)."""
+    import onnxruntime as ort
+    from torch import nn
+
+    from export.variants import write_variant
+    from training.models.layers import RMSNorm
+
+    class Normed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.proj = RMSNorm(16), nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.proj(self.norm(x))
+
+    x = torch.randn(2, 5, 16) * 1000
+    torch.onnx.export(
+        Normed().eval(),
+        (x,),
+        tmp_path / "g.onnx",
+        input_names=["x"],
+        opset_version=17,
+        dynamo=False,
+    )
+    outputs = {
+        variant: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x.numpy()}
+        )[0]
+        for variant, path in (
+            ("fp32", tmp_path / "g.onnx"),
+            ("fp16", write_variant(tmp_path, "g", "fp16")),
+        )
+    }
+    assert np.isfinite(outputs["fp16"]).all()
+    np.testing.assert_allclose(outputs["fp16"], outputs["fp32"], atol=2e-2, rtol=2e-2)
+
+
 def test_bad_inputs_are_user_errors(run_dir, tmp_path, vocab):
     with pytest.raises(UserError, match="checkpoint not found"):
         export_artifact(tmp_path / "nope.json", tmp_path / "a", log=lambda _: None)

@@ -209,11 +209,17 @@ def copy_aware_ctc(
 
 
 def best_path(logits: Tensor, src_ids: Tensor, upsample: int) -> tuple[Tensor, Tensor]:
-    """Every frame's most probable label of the merged distribution and its probability (in
-    probabilities rather than logs: the same argmax, in plain ONNX operators)."""
+    """Every frame's most probable label of the merged distribution and its probability.
+
+    Found without writing the merged distribution out: merging KEEP into the source character
+    only raises that character, so the winner is either the source character (merged) or the
+    best label overall; where KEEP itself is the best label, the source character wins. Ties
+    go to the lower label, as ``max`` over the merged distribution would. The head's output
+    is the graph's largest tensor, so this saves two copies of it (a slice and a scatter)."""
     probs = logits.float().softmax(-1)
     keep = probs.shape[-1] - 1
-    source = src_ids.repeat_interleave(upsample, dim=1).unsqueeze(-1)
-    copied = probs.gather(-1, source) + probs[..., keep:]
-    best, labels = probs[..., :keep].scatter(-1, source, copied).max(-1)
-    return labels, best
+    source = src_ids.repeat_interleave(upsample, dim=1)
+    top, top_label = probs.max(-1)
+    copied = probs.gather(-1, source.unsqueeze(-1)).squeeze(-1) + probs[..., keep]
+    take = (top_label == keep) | (copied > top) | ((copied == top) & (source <= top_label))
+    return torch.where(take, source, top_label), torch.where(take, copied, top)
