@@ -13,6 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# A pause before every timed call of a side-by-side comparison. The worker threads of the engine
+# that ran last (onnxruntime's pool, OpenMP's) spin for a while after their call and take cores
+# from the next engine: measured on 2 cores, the editor's graph took 38 ms right after another
+# onnxruntime session's call, 29 ms after a 50 ms pause, as when it runs alone.
+SETTLE_S = 0.05
+
+
+def settle() -> None:
+    """Let the last engine's worker threads go idle before timing the next one."""
+    time.sleep(SETTLE_S)
+
 
 @dataclass
 class BenchContext:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import BenchContext, device_name, environment, slug, spread
+from benchmarks.common import BenchContext, device_name, environment, settle, slug, spread
 from benchmarks.decoding import RowPiece, leaf_group, make_batches, pad, sample_rows
 from runtime.artifact import Artifact, load_artifact
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode
@@ -256,16 +256,16 @@ def _converted(info: Path, sha256: str, max_positions: int, log) -> tuple[Path, 
 # ---------------------------------------------------------------------------------- running
 
 
-def greedy(translator, sources: list[list[str]], max_len: int):
+def greedy(translator, sources: list[list[str]], max_len: int, min_len: int = 0):
     """CTranslate2's greedy search on a batch of token lists, as our greedy decoder runs: at
-    most `max_len` output tokens; min_decoding_length=0, since ours may answer eos first
-    (CTranslate2's default is 1); max_input_length=0, no truncation (the pieces are within
+    most `max_len` output tokens; by default min_decoding_length=0, since ours may answer eos
+    first (CTranslate2's default is 1); max_input_length=0, no truncation (the pieces are within
     max_src_len already). Each result's `hypotheses[0]` is the output's tokens."""
     return translator.translate_batch(
         sources,
         beam_size=1,
         max_decoding_length=max_len,
-        min_decoding_length=0,
+        min_decoding_length=min_len,
         max_input_length=0,
     )
 
@@ -310,6 +310,7 @@ def _time(contenders: Contenders, batches, batch_size: int, repeats: int, warmup
         for b, batch in enumerate(batches):
             shift = (b + repeat) % len(CONTENDERS)
             for name in CONTENDERS[shift:] + CONTENDERS[:shift]:
+                settle()
                 t0 = time.perf_counter()
                 raw = contenders(name, b)
                 times[name][b] = time.perf_counter() - t0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import BenchContext, device_name, environment, spread
+from benchmarks.common import BenchContext, device_name, environment, settle, spread
 from runtime.artifact import Artifact, load_artifact
 from runtime.corrector import pad_ids
 from runtime.decoding import Decoded, aggressive_decode, greedy_decode, output_limits
@@ -225,6 +225,7 @@ def run_cell(runners, groups: list[Group], repeats: int, max_draft: int) -> dict
                 order.reverse()
             orders.append([key for key, _ in order])
             for key, (contender, decoder) in order:
+                settle()
                 took, out = decode_group(contender.engine, decoder, group, max_draft)
                 seconds[key][repeat][g] = took
                 if repeat == 0:

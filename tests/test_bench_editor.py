@@ -11,11 +11,13 @@ from benchmarks import cli, editor, engines
 from benchmarks import ctranslate2_peer as peer
 from benchmarks.common import BenchContext
 from runtime.corrector import Corrector
+from runtime.service import Job
 
 pytest.importorskip("ctranslate2")  # the `bench` extra
 pytest.importorskip("matplotlib")
 
 NAMES = ["editor-fp32", "editor-opt", "editor-int8", "hybrid-greedy", editor.BASELINE]
+NAMES.append(editor.AT_LENGTH)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,15 @@ def test_every_contender_runs_side_by_side_and_answers_as_its_service(section):
         for name, r in cell["results"].items():
             assert 0 < r["chars_per_s"]["min"] <= r["chars_per_s"]["max"]
             assert r["line_latency_ms"]["median"] > 0 and r["pieces"] >= cell["lines"]
-            assert r["vs_ctranslate2"]["median"] > 0
+            assert r["vs_ctranslate2"]["median"] > 0 and r["vs_at_length"]["median"] > 0
             # int8 quantizes each call's activations with the call's own range, so its answer
             # may depend on which pieces share its batch; every float32 answer may not.
-            if name != "editor-int8":
+            if name == editor.AT_LENGTH:
+                assert r["differing_from_service"] is None  # held to a length: no service
+            elif name != "editor-int8":
                 assert r["differing_from_service"] == 0, (name, r["examples"])
         assert cell["results"][editor.BASELINE]["vs_ctranslate2"]["median"] == 1.0
+        assert cell["results"][editor.AT_LENGTH]["vs_at_length"]["median"] == 1.0
         for name in ("editor-fp32", "editor-opt", "editor-int8"):
             r = cell["results"][name]
             assert r["model_flops"] > 0 and r["flops_per_s"] <= r["graph_flops_per_s"]
@@ -64,7 +69,8 @@ def test_every_contender_runs_side_by_side_and_answers_as_its_service(section):
 
     speed, share = section["targets"]
     assert speed["target"] == "editor ≥ 5× CTranslate2 greedy chars/s at batch 4"
-    assert "CTranslate2" in speed["measured"] and isinstance(speed["met"], bool)
+    assert f"vs {editor.BASELINE} " in speed["measured"]
+    assert f"vs {editor.AT_LENGTH} " in speed["measured"] and isinstance(speed["met"], bool)
     assert share["target"] == "editor ≥ 30% of the measured float32 peak"
     assert share["measured"].split("% (")[1].startswith(("editor-fp32", "editor-opt"))
     assert isinstance(share["met"], bool)
@@ -72,7 +78,44 @@ def test_every_contender_runs_side_by_side_and_answers_as_its_service(section):
     json.dumps(section)  # the section goes into results.json as it is
     text = engines.markdown(section)  # the engines suite hands an editor section over
     assert text.startswith("# Engines: the editor vs the autoregressive models")
-    assert "| 48 | 4 | ctranslate2-greedy |" in text
+    assert (
+        "| 48 | 4 | ctranslate2-greedy |" in text and "| 48 | 4 | ctranslate2-at-length |" in text
+    )
+
+
+def test_ctranslate2_held_to_a_length_decodes_exactly_that_many_tokens(
+    editor_data_dir, char_transformer_run_dir, tmp_path, monkeypatch
+):
+    """Held to a length, every row of a batch decodes the batch's longest held length: the
+    ratio times the longest input, then the end token; each row keeps its own share."""
+    import ctranslate2
+
+    from training import checkpoint
+    from training.torch_engine import checkpoint_corrector
+
+    monkeypatch.setattr(peer, "CACHE", tmp_path / "cache")
+    record = peer._record(char_transformer_run_dir)
+    reference = checkpoint_corrector(checkpoint.load(record[0]))
+    model_dir, _ = peer._converted(record[0], record[1]["sha256"], 1024, lambda _: None)
+    translator = ctranslate2.Translator(str(model_dir), device="cpu", intra_threads=1)
+    asked = []
+
+    def greedy(translator, sources, max_len, min_len=0):
+        asked.append((max_len, min_len))
+        return peer.greedy(translator, sources, max_len, min_len)
+
+    monkeypatch.setattr(editor, "greedy", greedy)
+    model = editor.CTranslate2Model(translator, reference.info, length_ratio=0.5)
+    texts = ["ក" * 10, "ខ" * 21]  # held to 5 and 11 characters
+    outputs = model.run_batch([Job(t, "full", "greedy") for t in texts])
+    assert asked == [(12, 12)]
+    assert [len(o.text) <= n for o, n in zip(outputs, (5, 11), strict=True)] == [True, True]
+
+
+def test_the_output_length_ratio_is_the_test_splits(tmp_path):
+    rows = [{"input": "abcd", "target": "abc"}, {"input": "abcdef", "target": "ab"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert editor.output_length_ratio(tmp_path / "test.jsonl") == 0.5
 
 
 def test_answers_are_the_services(
@@ -142,7 +185,7 @@ def test_bench_on_an_editor_reports_what_could_not_run(
     assert status["hybrid-greedy"] == (
         f"not run: --hybrid {editor_artifact.path}: editor artifact, not a hybrid"
     )
-    assert status[editor.BASELINE] == "not run: no --char-transformer"
+    assert status[editor.BASELINE] == status[editor.AT_LENGTH] == "not run: no --char-transformer"
     speed, share = engines_suite["section"]["targets"]
     assert speed["met"] is False
     assert speed["measured"] == "not measured: CTranslate2 greedy not run: no --char-transformer"
