@@ -138,64 +138,63 @@ def plan_edits(
     blank_id: int,
 ) -> list[Plan]:
     """Every row's edit regions from its best path (``labels, probs [b, src * k]``) against
-    its source (``src_ids, src_mask [b, src]``)."""
+    its source (``src_ids, src_mask [b, src]``).
+
+    The collapse runs in array operations over the whole batch (serving pays for it per
+    character, and most positions are copies): a frame emits where its label is not blank and
+    differs from the frame before; a run of one label carries its best frame's probability,
+    counting only its frames within the position that emitted it. Positions are numbered
+    across the batch (row × src + position), and padded frames are blanks."""
+    b, src = np.shape(src_ids)
     lengths = np.asarray(src_mask, dtype=bool).sum(1)
-    return [
-        _plan_row(
-            labels[row, : n * upsample].tolist(),
-            probs[row, : n * upsample].tolist(),
-            src_ids[row, :n].tolist(),
-            upsample,
-            blank_id,
-        )
-        for row, n in enumerate(lengths)
-    ]
+    frame = np.arange(src * upsample)
+    in_row = frame < lengths[:, None] * upsample
+    labels = np.where(in_row, labels, blank_id).ravel()
+    probs = np.where(in_row, probs, 1.0).astype(np.float64).ravel()
+    position = (np.arange(b)[:, None] * src + frame // upsample).ravel()
+    real = labels != blank_id
+    starts = real & (labels != np.concatenate(([blank_id], labels[:-1])))
+    starts[:: src * upsample] = real[:: src * upsample]  # every row starts afresh
+    first = np.flatnonzero(starts)  # each emission's frame
+    emitter = position[first]  # the position of each emission, ascending
+    run = np.cumsum(starts) - 1  # the emission each real frame continues
+    counted = real & (position == np.append(emitter, -1)[run])
+    run_prob = np.zeros(len(first))
+    np.maximum.at(run_prob, run[counted], probs[counted])
+    emitted = np.bincount(emitter, minlength=b * src)
+    # Per position: its first emission (if any) and whether it copies its source character.
+    head = np.full(b * src, -1)
+    head[emitter[::-1]] = np.arange(len(first))[::-1]
+    has = head >= 0
+    head_label, copy_probs = np.full(b * src, -1), np.zeros(b * src)
+    head_label[has], copy_probs[has] = labels[first[head[has]]], run_prob[head[has]]
+    real_position = (np.arange(src) < lengths[:, None]).ravel()
+    copies = (emitted == 1) & (head_label == np.asarray(src_ids).ravel()) | ~real_position
+    # Per position, the mean log probability of its frames: the regions' confidences.
+    log_prob = np.log(np.maximum(probs, 1e-12)).reshape(b * src, upsample).sum(1)
 
-
-def _plan_row(
-    labels: list[int], probs: list[float], source: list[int], upsample: int, blank_id: int
-) -> Plan:
-    # Per source position: what its frames emit (id, probability), and their summed log
-    # probability.
-    emitted: list[list[tuple[int, float]]] = [[] for _ in source]
-    log_prob = [0.0] * len(source)
-    previous = blank_id
-    for frame, (label, prob) in enumerate(zip(labels, probs, strict=True)):
-        position = frame // upsample
-        log_prob[position] += math.log(max(prob, 1e-12))
-        if label != blank_id and label != previous:
-            emitted[position].append((label, prob))
-        elif label != blank_id and emitted[position]:  # a repeat: the run's best frame
-            last_id, last_prob = emitted[position][-1]
-            emitted[position][-1] = (last_id, max(last_prob, prob))
-        previous = label
-
-    def copies(position: int) -> bool:
-        out = emitted[position]
-        return len(out) == 1 and out[0][0] == source[position]
-
-    copy_probs = [out[0][1] if out else 0.0 for out in emitted]
-    regions = []
-    position = 0
-    while position < len(source):
-        if copies(position):
-            position += 1
-            continue
-        end = position
-        while end < len(source) and not copies(end):
-            end += 1
-        new = [pair for p in range(position, end) for pair in emitted[p]]
-        regions.append(
-            Region(
-                position,
-                end,
-                [token for token, _ in new],
-                [prob for _, prob in new],
-                math.exp(sum(log_prob[position:end]) / ((end - position) * upsample)),
+    regions: list[list[Region]] = [[] for _ in range(b)]
+    edits = np.flatnonzero(~copies)
+    if len(edits):
+        breaks = np.flatnonzero((np.diff(edits) > 1) | (np.diff(edits // src) > 0))
+        begins, ends = edits[np.r_[0, breaks + 1]], edits[np.r_[breaks, len(edits) - 1]] + 1
+        lo, hi = np.searchsorted(emitter, begins), np.searchsorted(emitter, ends)
+        for begin, end, i, j in zip(begins.tolist(), ends.tolist(), lo, hi, strict=True):
+            row, offset = divmod(begin, src)
+            regions[row].append(
+                Region(
+                    offset,
+                    offset + end - begin,
+                    labels[first[i:j]].tolist(),
+                    run_prob[i:j].tolist(),
+                    math.exp(log_prob[begin:end].sum() / ((end - begin) * upsample)),
+                )
             )
-        )
-        position = end
-    return Plan(source, copy_probs, regions)
+    copy_probs = copy_probs.reshape(b, src)
+    return [
+        Plan(src_ids[row, :n].tolist(), copy_probs[row, :n].tolist(), regions[row])
+        for row, n in enumerate(lengths.tolist())
+    ]
 
 
 def apply_edits(plan: Plan, gate: Gate | float = 0.0) -> Edited:

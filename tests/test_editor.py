@@ -1,6 +1,8 @@
 """The editor: copy-aware CTC on hand-made frames, the collapse and gate of runtime.editing,
 the model's invariances, and its export."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,70 @@ def test_a_character_outside_the_vocabulary_passes_through_by_keep(editor_artifa
     )
     assert not plan.regions
     assert corrector.gated(text, plan).text == text
+
+
+def _plan_frame_by_frame(labels, probs, source, upsample, blank_id):
+    """The collapse written as a loop over frames: what `plan_edits` must agree with."""
+    emitted = [[] for _ in source]
+    log_prob = [0.0] * len(source)
+    previous = blank_id
+    for frame, (label, prob) in enumerate(zip(labels, probs, strict=True)):
+        position = frame // upsample
+        log_prob[position] += math.log(max(prob, 1e-12))
+        if label != blank_id and label != previous:
+            emitted[position].append((label, prob))
+        elif label != blank_id and emitted[position]:  # a repeat: the run's best frame
+            emitted[position][-1] = (label, max(emitted[position][-1][1], prob))
+        previous = label
+    copies = [len(out) == 1 and out[0][0] == source[p] for p, out in enumerate(emitted)]
+    regions, position = [], 0
+    while position < len(source):
+        end = position
+        while end < len(source) and not copies[end]:
+            end += 1
+        if end == position:
+            position += 1
+            continue
+        new = [pair for p in range(position, end) for pair in emitted[p]]
+        confidence = math.exp(sum(log_prob[position:end]) / ((end - position) * upsample))
+        regions.append((position, end, [t for t, _ in new], [q for _, q in new], confidence))
+        position = end
+    return [out[0][1] if out else 0.0 for out in emitted], regions
+
+
+def test_plan_edits_is_the_frame_by_frame_collapse():
+    """On random batches of frames rich in blanks, repeats and runs across positions (doubled
+    letters, deletions, insertions), rows of different lengths padded with junk frames, the
+    batch's array collapse finds each row's emissions, copies, regions and confidences as the
+    loop over that row's frames does."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        lengths = rng.integers(1, 12, 4)
+        src = int(lengths.max())
+        source = rng.integers(A, D + 1, (4, src))
+        labels = np.where(
+            rng.random((4, src * K)) < 0.6,
+            np.repeat(source, K, axis=1),
+            rng.integers(A, V + 1, (4, src * K)),
+        )
+        labels = np.where(rng.random(labels.shape) < 0.3, BLANK, labels)
+        probs = rng.random(labels.shape).astype(np.float32)
+        mask = np.arange(src) < lengths[:, None]
+        plans = plan_edits(labels, probs, source, mask, upsample=K, blank_id=BLANK)
+        for row, (n, plan) in enumerate(zip(lengths, plans, strict=True)):
+            copy_probs, regions = _plan_frame_by_frame(
+                labels[row, : n * K].tolist(),
+                probs[row, : n * K].astype(np.float64).tolist(),
+                source[row, :n].tolist(),
+                K,
+                BLANK,
+            )
+            assert plan.source == source[row, :n].tolist()
+            assert plan.copy_probs == pytest.approx(copy_probs)
+            assert [(r.start, r.end, r.ids) for r in plan.regions] == [r[:3] for r in regions]
+            for region, (*_, probs_want, confidence) in zip(plan.regions, regions, strict=True):
+                assert region.probs == pytest.approx(probs_want)
+                assert region.confidence == pytest.approx(confidence)
 
 
 def test_edit_regions_carry_the_geometric_mean_of_their_frames():
