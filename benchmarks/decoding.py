@@ -37,6 +37,7 @@ from runtime.engines.onnx import OnnxEngine
 from runtime.errors import UserError
 from runtime.pipeline import prepare
 from runtime.text import edit_spans
+from runtime.text.metrics import cer
 
 PDF_EXTRACTORS = ("pdftotext", "pdftotext-layout", "pypdf", "pdfminer")
 # Report order: everything, the PDF channel and each extractor, then the other channels.
@@ -400,11 +401,9 @@ def measure(args: argparse.Namespace) -> dict:
         if greedy.ids != fast.ids:
             differing.append(
                 {
-                    "row": piece.row,
+                    "row": piece.row,  # by number, not quoted: rows are corpus text
                     "group": piece.leaf,
-                    "input": piece.text,
-                    "greedy": vocab.decode(greedy.ids),
-                    "aggressive": vocab.decode(fast.ids),
+                    "cer_apart": cer(vocab.decode(fast.ids), vocab.decode(greedy.ids)),
                 }
             )
     for diff in differing:

@@ -43,6 +43,7 @@ from runtime.errors import UserError
 from runtime.pipeline import ModelOutput, Prepared, assemble, prepare
 from runtime.service import Job
 from runtime.text import normalize
+from runtime.text.metrics import cer
 
 NAME = "engines"
 COMPARISON = "editor"  # marks the section, so that engines.markdown and plots hand it over
@@ -468,8 +469,10 @@ def summarize_cell(timed, lines, service, flops, peak, device) -> dict:
             "pieces": len(timed["pieces"][name]),
             # None: held to a length, its answers are not the service's
             "differing_from_service": len(differing) if name in service else None,
+            # By line number and how far apart the answers are: reports are committed, and the
+            # lines are text of the user's corpus.
             "examples": [
-                {"input": lines[i], "benchmark": answers[i], "service": service[name][i]}
+                {"line": i, "cer_vs_service": cer(answers[i], service[name][i])}
                 for i in differing[:3]
             ],
         }
@@ -610,16 +613,17 @@ def markdown(section: dict) -> str:
                 f"| {shown} |"
             )
     examples = [
-        (name, e)
+        (cell, name, e)
         for cell in section["cells"]
         for name, r in cell["results"].items()
         for e in r["examples"]
     ]
     if examples:
-        lines += ["", "Differing answers:", ""]
+        lines += ["", "Differing answers (line numbers in the cell's lines):", ""]
         lines += [
-            f"- {name}: input `{e['input']}`, here `{e['benchmark']}`, service `{e['service']}`"
-            for name, e in examples
+            f"- {name}, lines of {cell['length']}, batch {cell['batch_size']}: line {e['line']}, "
+            f"answers {e['cer_vs_service']:.3f} CER apart"
+            for cell, name, e in examples
         ]
     check = flops["check"]
     lines += [

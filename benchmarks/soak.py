@@ -118,8 +118,8 @@ async def call(stub, texts, expected, index: int, tally: Tally, timeout: float) 
     tally.seconds.append(time.perf_counter() - started)
     if reply.id == request.id and reply.text == expected[which]:
         tally.correct += 1
-    else:
-        tally.wrong.append({"request": index, "id": reply.id, "input": texts[which]})
+    else:  # the text by its number: the texts are corpus text
+        tally.wrong.append({"request": index, "id": reply.id, "text": which})
 
 
 async def load_phase(args, channels, texts, expected, pid: int) -> tuple[dict, list]:

@@ -247,14 +247,14 @@ async def answers(send, texts: list[str], concurrency: int = 4) -> list[tuple[st
     return await asyncio.gather(*(one(t) for t in texts))
 
 
-def identity(texts: list[str], ours: list, theirs: list) -> dict:
+def identity(ours: list, theirs: list) -> dict:
     """Answer by answer: both must be OK with one text, and the same text."""
-    differing = [
-        {"input": text, "ours": a, "pytriton": b}
-        for text, a, b in zip(texts, ours, theirs, strict=True)
+    differing = [  # by number and status, not quoted: the texts are the user's corpus
+        {"text": i, "ours": a[0], "pytriton": b[0]}
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
         if a[0] != "OK" or b[0] != "OK" or len(a[1]) != 1 or a[1] != b[1]
     ]
-    return {"texts": len(texts), "identical": len(texts) - len(differing), "differing": differing}
+    return {"texts": len(ours), "identical": len(ours) - len(differing), "differing": differing}
 
 
 async def _measure(processes: dict[str, ServerProcess], texts, settings: Settings, ctx) -> dict:
@@ -271,7 +271,7 @@ async def _measure(processes: dict[str, ServerProcess], texts, settings: Setting
             ctx.log("peers: identity, ours vs PyTriton")
             sample = texts[: settings.identity_rows]
             ours, theirs = [await answers(senders[n], sample) for n in CONTENDERS]
-            results["identity"] = identity(sample, ours, theirs)
+            results["identity"] = identity(ours, theirs)
             sweep = {n: {c: [] for c in settings.concurrencies} for n in CONTENDERS}
             for repeat in range(settings.repeats):
                 for i, concurrency in enumerate(settings.concurrencies):
@@ -565,7 +565,7 @@ def markdown(section: dict) -> str:
             "(low load, before the sweep)."
         )
         for d in same["differing"][:5]:
-            lines.append(f"- `{d['input']}`: ours {d['ours']}, PyTriton {d['pytriton']}")
+            lines.append(f"- text {d['text']}: ours {d['ours']}, PyTriton {d['pytriton']}")
     cc = section["cross_check"]
     lines += [
         "",

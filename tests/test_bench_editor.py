@@ -198,3 +198,23 @@ def test_bench_on_an_editor_reports_what_could_not_run(
     )
     assert "\n### Engines: the editor vs the autoregressive models" in report
     assert (out / "engines-editor.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_differing_answer_is_reported_without_the_text():
+    """Reports are committed and the lines are the user's corpus: a differing answer is named
+    by its line number and how far apart the answers are, never quoted."""
+    timed = {
+        "seconds": {"editor-int8": [[0.5]]},
+        "graph": {},
+        "answers": {"editor-int8": ["secret text one", "secret text twx"]},
+        "pieces": {"editor-int8": [15, 15]},
+        "orders": [],
+    }
+    service = {"editor-int8": ["secret text one", "secret text two"]}
+    cell = editor.summarize_cell(
+        timed, ["secret input 1", "secret input 2"], service, {}, {"peak": {}}, "cpu"
+    )
+    r = cell["results"]["editor-int8"]
+    assert r["differing_from_service"] == 1
+    assert r["examples"] == [{"line": 1, "cer_vs_service": pytest.approx(1 / 15)}]
+    assert "secret" not in json.dumps(cell)
